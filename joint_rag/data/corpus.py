@@ -1,0 +1,135 @@
+"""Core data types: a `Corpus` of passages and the `Example`s that ask about them.
+
+Every reader in `joint_rag.data.formats` and the synthetic knowledge base produce these two
+types, so everything downstream (collate, index, training, evaluation) sees one format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+
+class DataError(ValueError):
+    """Malformed or inconsistent input data. The message names the file, line/field and problem."""
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One retrievable unit of text.
+
+    Attributes:
+        passage_id: unique id within its corpus.
+        title: title (article name, entity name); may be empty.
+        text: the passage body.
+        group: what the passage is about (article, entity); splits never share a group
+            between training and evaluation questions. Defaults to the passage id.
+    """
+
+    passage_id: str
+    title: str
+    text: str
+    group: str = ""
+
+    @property
+    def group_key(self) -> str:
+        return self.group or self.passage_id
+
+    def full_text(self) -> str:
+        """Title and text as the encoders read them."""
+        return f"{self.title}: {self.text}" if self.title else self.text
+
+
+class Corpus(Sequence[Passage]):
+    """An ordered collection of passages with unique ids (row i of the index is passage i).
+
+    Raises:
+        DataError: if empty or if two passages share an id (naming the id and `source`).
+    """
+
+    def __init__(self, passages: Iterable[Passage], source: str = "<corpus>") -> None:
+        self.passages: list[Passage] = list(passages)
+        self.source = source
+        if not self.passages:
+            raise DataError(f"{source}: the corpus is empty (no passages)")
+        self._index: dict[str, int] = {}
+        for i, p in enumerate(self.passages):
+            if p.passage_id in self._index:
+                raise DataError(f"{source}: duplicate passage id {p.passage_id!r} (rows {self._index[p.passage_id]} and {i})")
+            self._index[p.passage_id] = i
+
+    def __len__(self) -> int:
+        return len(self.passages)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self.passages[i]
+
+    def __iter__(self) -> Iterator[Passage]:
+        return iter(self.passages)
+
+    def __contains__(self, passage_id: object) -> bool:
+        return passage_id in self._index
+
+    def index_of(self, passage_id: str) -> int:
+        """Row of `passage_id`; raises DataError naming the id if unknown."""
+        try:
+            return self._index[passage_id]
+        except KeyError:
+            raise DataError(f"{self.source}: unknown passage id {passage_id!r}") from None
+
+    @property
+    def ids(self) -> list[str]:
+        return [p.passage_id for p in self.passages]
+
+    def texts(self) -> list[str]:
+        return [p.full_text() for p in self.passages]
+
+
+@dataclass
+class Example:
+    """One question with its answers and the passages that support it.
+
+    Attributes:
+        query: the question text.
+        answers: acceptable answer strings (first is the training target); may be empty for
+            retrieval-only data.
+        gold_passage_ids: passages that support the answer (relevance labels).
+        candidate_ids: optional per-example candidate list (HotpotQA style); when set, the
+            retriever ranks these instead of searching the index.
+        instruction: optional text that changes what counts as relevant.
+        example_id: a stable id (from the source file where it has one).
+        hops: 1 for single-hop questions, 2 for two-hop (synthetic data).
+    """
+
+    query: str
+    answers: list[str]
+    gold_passage_ids: list[str]
+    candidate_ids: list[str] | None = None
+    instruction: str | None = None
+    example_id: str = ""
+    hops: int = 1
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def answer(self) -> str:
+        return self.answers[0] if self.answers else ""
+
+
+@dataclass
+class RAGData:
+    """A corpus and its examples, split into train/val/test lists of examples."""
+
+    corpus: Corpus
+    train: list[Example]
+    val: list[Example]
+    test: list[Example] = field(default_factory=list)
+
+
+def check_examples(examples: Sequence[Example], corpus: Corpus, source: str) -> None:
+    """Raise DataError if any example names a passage missing from `corpus`."""
+    for n, ex in enumerate(examples):
+        for pid in list(ex.gold_passage_ids) + list(ex.candidate_ids or []):
+            if pid not in corpus:
+                raise DataError(
+                    f"{source}: example {ex.example_id or n} names passage id {pid!r}, which is not in the corpus"
+                )

@@ -1,0 +1,77 @@
+"""The one interface every objective implements.
+
+The training module computes whatever generator signals the configured objectives declare
+in `needs`, packs them into `ObjectiveInputs`, and sums the named terms each objective
+returns, weighted as the YAML says. Objectives are small pure functions wrapped in
+`nn.Module`s so they can be chosen with `class_path`/`init_args`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+#: generator signals an objective may ask for
+SIGNALS = frozenset({"answer_nll", "token_logprobs", "passage_loglik", "pretrain"})
+
+
+@dataclass
+class ObjectiveInputs:
+    """Everything an objective may read. Shapes use DESIGN.md's letters.
+
+    Attributes:
+        scores: (B, C) retriever scores over each query's candidates (differentiable).
+        gold: (B, C) bool, which candidates are gold passages.
+        inbatch_scores: (B, B*C) each query against every candidate in the batch (in-batch
+            negatives), or None.
+        inbatch_gold: (B, B*C) bool gold mask for `inbatch_scores` (matched by passage id).
+        selected: (B, K) long, candidates chosen by the top-k (indices into C).
+        answer_nll: (B,) answer NLL given the selected memory, computed through the
+            straight-through top-k (so its gradient reaches `scores`).
+        token_logprobs: (B, K, T) log p(y_t | query, passage k, y_<t), one passage at a time.
+        token_mask: (B, T) bool, the answer tokens of `token_logprobs`.
+        passage_loglik: (B, K) log p(answer | query, passage k) = sum over answer tokens;
+            a teacher signal (objectives that distil must detach it themselves).
+        pretrain: dict of compressor-pretraining tensors (see losses/pretraining.py).
+    """
+
+    scores: Tensor
+    gold: Tensor
+    inbatch_scores: Tensor | None = None
+    inbatch_gold: Tensor | None = None
+    selected: Tensor | None = None
+    answer_nll: Tensor | None = None
+    token_logprobs: Tensor | None = None
+    token_mask: Tensor | None = None
+    passage_loglik: Tensor | None = None
+    pretrain: dict[str, Tensor] | None = None
+
+    def selected_scores(self) -> Tensor:
+        """(B, K) retriever scores of the selected candidates (differentiable)."""
+        if self.selected is None:
+            raise ValueError("selected is None: the objective needs the top-k selection")
+        return self.scores.gather(1, self.selected)
+
+
+class Objective(nn.Module):
+    """Base class: `forward(inputs) -> {term_name: scalar tensor}`.
+
+    Subclasses set `needs` (a subset of SIGNALS) so the module computes only the generator
+    signals that some objective reads.
+    """
+
+    needs: frozenset[str] = frozenset()
+    #: does this objective train the retriever (scores) at all?
+    trains_retriever: bool = True
+
+    def forward(self, inputs: ObjectiveInputs) -> dict[str, Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+
+def masked_log_softmax(x: Tensor, mask: Tensor | None, dim: int = -1) -> Tensor:
+    """log_softmax over entries where mask is True (others get -inf)."""
+    if mask is not None:
+        x = x.masked_fill(~mask, float("-inf"))
+    return torch.log_softmax(x, dim=dim)

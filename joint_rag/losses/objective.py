@@ -1,0 +1,55 @@
+"""Weighted sum of objectives, as configured in YAML.
+
+    total = sum_i weight_i * sum(terms of objective_i)
+
+Logged terms are `{objective_name}/{term}`. A YAML entry looks like::
+
+    objectives:
+      end_to_end: {weight: 1.0, objective: {class_path: joint_rag.losses.EndToEnd}}
+      similarity: {weight: 0.5, objective: {class_path: joint_rag.losses.Similarity,
+                                            init_args: {temperature: 0.05}}}
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from joint_rag.losses.base import Objective, ObjectiveInputs
+
+
+class CombinedObjective(nn.Module):
+    """Holds named objectives and their weights; `forward` returns (total, terms)."""
+
+    def __init__(self, objectives: dict[str, Objective], weights: dict[str, float] | None = None) -> None:
+        super().__init__()
+        weights = dict(weights or {})
+        unknown = set(weights) - set(objectives)
+        if unknown:
+            raise ValueError(f"objective weights name unknown objectives {sorted(unknown)}; known: {sorted(objectives)}")
+        self.objectives = nn.ModuleDict(objectives)
+        self.weights = {name: float(weights.get(name, 1.0)) for name in objectives}
+
+    @property
+    def needs(self) -> frozenset[str]:
+        out: set[str] = set()
+        for name, obj in self.objectives.items():
+            if self.weights[name] != 0.0:
+                out |= set(obj.needs)
+        return frozenset(out)
+
+    def forward(self, inputs: ObjectiveInputs) -> tuple[Tensor, dict[str, Tensor]]:
+        total = inputs.scores.new_zeros(())
+        terms: dict[str, Tensor] = {}
+        for name, obj in self.objectives.items():
+            w = self.weights[name]
+            if w == 0.0:
+                continue
+            for term, value in obj(inputs).items():
+                terms[f"{name}/{term}"] = value.detach()
+                total = total + w * value
+        return total, terms
+
+
+def zero_like(x: Tensor) -> Tensor:
+    return torch.zeros((), dtype=x.dtype, device=x.device)
