@@ -133,3 +133,13 @@ def check_examples(examples: Sequence[Example], corpus: Corpus, source: str) -> 
                 raise DataError(
                     f"{source}: example {ex.example_id or n} names passage id {pid!r}, which is not in the corpus"
                 )
+
+
+class DataSource:
+    """Base class of everything that can be named as ``data.source`` in a YAML experiment.
+
+    Subclasses take their options in ``__init__`` and build the data in ``load``.
+    """
+
+    def load(self) -> RAGData:  # pragma: no cover - interface
+        raise NotImplementedError

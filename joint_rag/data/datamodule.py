@@ -1,0 +1,99 @@
+"""Lightning DataModule over any DataSource (synthetic, SQuAD, BEIR, HotpotQA)."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from joint_rag.data.collate import collate_examples
+from joint_rag.data.corpus import Corpus, DataSource, Example, RAGData
+
+
+class _ListDataset:
+    def __init__(self, items: list[Example]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Example:
+        return self.items[i]
+
+
+class RAGDataModule(pl.LightningDataModule):
+    """Loads a DataSource once and serves train/val/test batches of `RAGBatch`.
+
+    Args:
+        source: where the corpus and examples come from (``class_path`` in YAML).
+        batch_size: training batch size B.
+        eval_batch_size: validation/test batch size.
+        num_workers: DataLoader workers (0 is right for CPU runs).
+        max_train_examples: cap on training examples (None: all).
+        max_eval_examples: cap on validation/test examples (None: all).
+        require_answers: reject data without answers (generation training needs them).
+    """
+
+    def __init__(
+        self,
+        source: DataSource,
+        batch_size: int = 8,
+        eval_batch_size: int = 16,
+        num_workers: int = 0,
+        max_train_examples: int | None = None,
+        max_eval_examples: int | None = None,
+        require_answers: bool = True,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.max_train_examples = max_train_examples
+        self.max_eval_examples = max_eval_examples
+        self.require_answers = require_answers
+        self._data: RAGData | None = None
+
+    @property
+    def data(self) -> RAGData:
+        if self._data is None:
+            data = self.source.load()
+            if self.max_train_examples is not None:
+                data.train = data.train[: self.max_train_examples]
+            if self.max_eval_examples is not None:
+                data.val = data.val[: self.max_eval_examples]
+                data.test = data.test[: self.max_eval_examples]
+            if self.require_answers:
+                for split, items in (("train", data.train), ("val", data.val)):
+                    missing = [ex.example_id for ex in items if not ex.answers]
+                    if missing:
+                        raise ValueError(
+                            f"{type(self.source).__name__}: {len(missing)} {split} examples have no answer "
+                            f"(first: {missing[0]!r}); set data.require_answers: false for retrieval-only runs"
+                        )
+            self._data = data
+        return self._data
+
+    @property
+    def corpus(self) -> Corpus:
+        return self.data.corpus
+
+    def setup(self, stage: str | None = None) -> None:
+        _ = self.data
+
+    def _loader(self, items: list[Example], batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            _ListDataset(items),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=collate_examples,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.data.train, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.data.val, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.data.test or self.data.val, self.eval_batch_size, shuffle=False)
