@@ -1,0 +1,185 @@
+"""Answer and retrieval metrics against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torchmetrics.functional.retrieval import retrieval_normalized_dcg
+
+from joint_rag.training.metrics import (
+    AnswerMetrics,
+    RetrievalMetrics,
+    exact_match,
+    f1_score,
+    mrr_at_k,
+    ndcg_at_k,
+    normalize_answer,
+    recall_at_k,
+)
+
+# ----------------------------------------------------------------------------- answers
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("The Cat!", "cat"),
+        ("  An   apple, a day. ", "apple day"),
+        ("theater of the absurd", "theater of absurd"),  # articles only as whole words
+        ("A.B.C", "abc"),
+        ("Tab\tand\nnewline", "tab and newline"),
+    ],
+)
+def test_normalize_answer(text: str, expected: str) -> None:
+    assert normalize_answer(text) == expected
+
+
+def test_exact_match() -> None:
+    assert exact_match("The Cat!", ["cat"]) == 1.0
+    assert exact_match("The Cat!", "cat") == 1.0
+    assert exact_match("cats", ["cat"]) == 0.0
+    assert exact_match("dog", ["cat", "a dog."]) == 1.0  # max over answers
+    with pytest.raises(ValueError, match="no gold answers"):
+        exact_match("x", [])
+
+
+def test_f1_score_hand_values() -> None:
+    # pred [quick, brown, fox] vs gold [quick, fox, jumps]: 2 common, P = R = 2/3 -> F1 = 2/3
+    assert f1_score("the quick brown fox", "quick fox jumps") == pytest.approx(2 / 3)
+    # max over answers: vs "brown fox": P = 2/3, R = 1 -> F1 = 0.8; vs "dog": 0
+    assert f1_score("the quick brown fox", ["dog", "brown fox"]) == pytest.approx(0.8)
+    # repeated tokens are counted with multiplicity: [x, x, y] & [x, y, y] = {x, y} -> 2/3
+    assert f1_score("x x y", "x y y") == pytest.approx(2 / 3)
+    assert f1_score("cat", "dog") == 0.0
+    # empty after normalisation (SQuAD v2 rule): 1 if both empty, else 0
+    assert f1_score("", [""]) == 1.0
+    assert f1_score("the", "a") == 1.0
+    assert f1_score("cat", "") == 0.0
+
+
+def test_answer_metrics_accumulates_and_resets() -> None:
+    metric = AnswerMetrics()
+    # em: 1, 0 ; f1: 1, max(vs "brown fox": 2 common, P=2/3, R=1 -> 0.8 ; vs "fox": 0.5) = 0.8
+    metric.update(["The Cat!", "brown fox jumps"], [["cat"], ["the brown fox", "fox"]])
+    out = metric.compute()
+    assert out["em"].item() == pytest.approx(0.5)
+    assert out["f1"].item() == pytest.approx(0.9)
+    metric.update(["paris"], ["London"])  # em 0, f1 0
+    out = metric.compute()
+    assert out["em"].item() == pytest.approx(1 / 3)
+    assert out["f1"].item() == pytest.approx((1 + 0.8 + 0) / 3)
+
+    metric.reset()
+    assert metric.count.item() == 0
+    with pytest.warns(UserWarning, match="before the ``update``"):
+        assert metric.compute()["em"].item() == 0.0
+
+    batch = metric(["Paris"], [["paris", "Paris, France"]])  # forward: this batch's values
+    assert batch["em"].item() == 1.0 and batch["f1"].item() == 1.0
+
+
+def test_answer_metrics_errors() -> None:
+    metric = AnswerMetrics()
+    with pytest.raises(ValueError, match="2 predictions but 1 answers"):
+        metric.update(["a", "b"], ["a"])
+    with pytest.raises(TypeError, match="list of strings"):
+        metric.update("a", ["a"])
+
+
+# ----------------------------------------------------------------------------- retrieval
+
+LOG3, LOG5 = 1 / math.log2(3), 1 / math.log2(5)  # 0.63093, 0.43068
+
+# q1: one gold at rank 3 ; q2: 2 of 3 gold at ranks 2 and 4 ; q3: gold at rank 1 ; q4: no gold
+RANKED = [["a", "b", "c", "d", "e", "f"], ["x", "g1", "y", "g2"], ["g"], ["a", "b"]]
+GOLD = [{"c"}, {"g1", "g2", "g3"}, ["g"], set()]
+# nDCG@10 q1 = (1/log2 4) / 1 = 0.5
+# nDCG@10 q2 = (1/log2 3 + 1/log2 5) / (1 + 1/log2 3 + 1/log2 4) = 1.06161 / 2.13093 = 0.498189
+NDCG_Q2 = (LOG3 + LOG5) / (1 + LOG3 + 0.5)
+EXPECTED = {
+    "recall@1": (0 + 0 + 1) / 3,
+    "recall@5": (1 + 2 / 3 + 1) / 3,  # 8/9
+    "mrr@10": (1 / 3 + 1 / 2 + 1) / 3,  # 11/18
+    "ndcg@10": (0.5 + NDCG_Q2 + 1) / 3,  # 0.666063
+}
+
+
+def test_per_query_functions() -> None:
+    assert recall_at_k(RANKED[0], GOLD[0], 1) == 0.0
+    assert recall_at_k(RANKED[0], GOLD[0], 3) == 1.0
+    assert recall_at_k(RANKED[1], GOLD[1], 5) == pytest.approx(2 / 3)
+    assert mrr_at_k(RANKED[1], GOLD[1], 10) == 0.5
+    assert mrr_at_k(RANKED[0], GOLD[0], 2) == 0.0  # first gold beyond the cut-off
+    assert ndcg_at_k(RANKED[0], GOLD[0], 10) == pytest.approx(0.5)
+    assert abs(NDCG_Q2 - 0.4981893) < 1e-7
+    assert ndcg_at_k(RANKED[1], GOLD[1], 10) == pytest.approx(NDCG_Q2)
+    assert math.isnan(recall_at_k(["a"], set(), 1))
+    assert ndcg_at_k(["g", "g", "h"], {"g"}, 10) == 1.0  # a repeated id counts once
+
+
+def test_graded_ndcg_hand_and_torchmetrics() -> None:
+    ranked = ["a", "b", "c"]
+    grades = {"a": 1, "b": 0, "c": 3, "d": 2}
+    # DCG@3 = 1/log2(2) + 0/log2(3) + 3/log2(4) = 1 + 0 + 1.5 = 2.5
+    # IDCG@3 = 3/log2(2) + 2/log2(3) + 1/log2(4) = 3 + 1.26186 + 0.5 = 4.76186 -> nDCG = 0.525005
+    assert ndcg_at_k(ranked, grades, 3) == pytest.approx(2.5 / (3 + 2 * LOG3 + 0.5))
+    assert ndcg_at_k(ranked, grades, 3) == pytest.approx(0.5250050, abs=1e-7)
+    # torchmetrics' nDCG on the same ranking (d ranked last, outside the cut-off)
+    preds = torch.tensor([4.0, 3.0, 2.0, 1.0])
+    target = torch.tensor([1, 0, 3, 2])
+    reference = retrieval_normalized_dcg(preds, target, top_k=3).item()
+    assert ndcg_at_k(ranked, grades, 3) == pytest.approx(reference, abs=1e-6)
+    # grade <= 0 is not relevant: recall counts a, c, d only
+    assert recall_at_k(ranked, grades, 3) == pytest.approx(2 / 3)
+
+
+def _as_floats(out: dict[str, torch.Tensor]) -> dict[str, float]:
+    return {name: value.item() for name, value in out.items()}
+
+
+def test_retrieval_metrics_hand_values_and_merging() -> None:
+    metric = RetrievalMetrics()
+    metric.update(RANKED, GOLD)
+    once = _as_floats(metric.compute())
+    assert list(once) == ["recall@1", "recall@5", "mrr@10", "ndcg@10"]
+    assert once == pytest.approx(EXPECTED)
+    assert metric.count.item() == 3  # the query without gold is skipped
+
+    metric.reset()
+    assert metric.count.item() == 0
+    with pytest.warns(UserWarning, match="before the ``update``"):
+        assert metric.compute()["recall@1"].item() == 0.0
+    metric.update(RANKED[:1], GOLD[:1])
+    metric.update(RANKED[1:3], GOLD[1:3])
+    metric.update(RANKED[3:], GOLD[3:])
+    assert _as_floats(metric.compute()) == pytest.approx(EXPECTED)
+
+    metric.reset()
+    batch = _as_floats(metric(RANKED[:1], GOLD[:1]))  # forward returns this batch's values
+    assert batch == pytest.approx({"recall@1": 0.0, "recall@5": 1.0, "mrr@10": 1 / 3, "ndcg@10": 0.5})
+    metric(RANKED[1:], GOLD[1:])
+    assert _as_floats(metric.compute()) == pytest.approx(EXPECTED)
+
+
+def test_retrieval_metrics_rows_tensor_and_custom_ks() -> None:
+    metric = RetrievalMetrics(recall_ks=(1, 2), mrr_k=2, ndcg_k=3)
+    rows = torch.tensor([[2, 0, 1], [5, 4, 3]])  # (B, k) index rows
+    metric.update(rows, [{1}, {5, 4}])
+    # q1: gold row 1 at rank 3 -> recall@1 0, recall@2 0, mrr@2 0, ndcg@3 = 0.5
+    # q2: both gold at ranks 1-2 -> recall@1 1/2, recall@2 1, mrr@2 1, ndcg@3 1
+    out = _as_floats(metric.compute())
+    assert out == pytest.approx({"recall@1": 0.25, "recall@2": 0.5, "mrr@2": 0.5, "ndcg@3": 0.75})
+
+
+def test_retrieval_metrics_errors() -> None:
+    with pytest.raises(ValueError, match="cut-offs"):
+        RetrievalMetrics(recall_ks=(0, 5))
+    metric = RetrievalMetrics()
+    with pytest.raises(ValueError, match="2 rankings but 1 gold"):
+        metric.update([["a"], ["b"]], [{"a"}])
+    with pytest.raises(ValueError, match=r"\(B, k\)"):
+        metric.update(torch.tensor([1, 2]), [{1}, {2}])
+    with pytest.raises(TypeError, match="string"):
+        metric.update([["a"]], ["a"])
