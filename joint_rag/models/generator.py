@@ -86,7 +86,9 @@ class Generator(nn.Module):
         self.max_answer_tokens = max_answer_tokens
         self.max_new_tokens = max_new_tokens
         self.system_prompt = system_prompt
-        self.use_chat_template = use_chat_template and getattr(self.tokenizer, "chat_template", None) is not None
+        self.use_chat_template = (
+            use_chat_template and getattr(self.tokenizer, "chat_template", None) is not None
+        )
         if train_mode == "frozen":
             for p in self.model.parameters():
                 p.requires_grad_(False)
@@ -165,7 +167,9 @@ class Generator(nn.Module):
             if memory is None:
                 raise ValueError("generator in memory mode needs memory (B, K, M, H)")
             if memory.shape[0] != B or memory.shape[-1] != self.hidden_size:
-                raise ValueError(f"memory shape {tuple(memory.shape)} does not match B={B}, H={self.hidden_size}")
+                raise ValueError(
+                    f"memory shape {tuple(memory.shape)} does not match B={B}, H={self.hidden_size}"
+                )
             return memory.shape[1], memory.shape[2]
         if passages is None or len(passages) != B:
             raise ValueError("generator in text mode needs one passage list per query")

@@ -1,0 +1,3 @@
+"""Extra ``jrag`` subcommands beyond fit/validate/test."""
+
+from __future__ import annotations

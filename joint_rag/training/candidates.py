@@ -1,0 +1,155 @@
+"""Candidates and the corpus index for JointRAGModule: build/refresh the index, pick training
+candidates, rank for evaluation, and answer from candidates (shared by evaluation and the
+downstream pipeline)."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from torch import Tensor
+
+from joint_rag.data.collate import RAGBatch
+from joint_rag.index.passage_index import PassageIndex
+from joint_rag.models.scoring import index_vectors, query_index_vectors, score_candidates
+from joint_rag.progress import progress_bar
+
+
+class CandidateMixin:
+    """Methods that need ``self.compressor``, ``self.query_encoder``, ``self.corpus`` etc."""
+
+    # ------------------------------------------------------------------ index
+    @torch.no_grad()
+    def encode_corpus(
+        self, batch_size: int | None = None, show_progress: bool = True
+    ) -> tuple[Tensor, Tensor]:
+        """Encode the whole corpus with the passage encoder (eval mode).
+
+        Returns:
+            memory (N, M, H) and retrieval vectors (N, R, D), on CPU.
+        """
+        if self.corpus is None:
+            raise RuntimeError("no corpus attached: call attach_corpus(corpus) or fit with a datamodule")
+        batch_size = batch_size or self.hparams.encode_batch_size
+        was_training = self.compressor.training
+        self.compressor.eval()
+        texts = self.corpus.texts()
+        memories, retrievals = [], []
+        with progress_bar("encoding corpus", total=len(texts), enabled=show_progress) as advance:
+            for start in range(0, len(texts), batch_size):
+                out = self.compressor(texts[start : start + batch_size])
+                memories.append(out.memory.float().cpu())
+                retrievals.append(out.retrieval.float().cpu())
+                advance(len(texts[start : start + batch_size]))
+        self.compressor.train(was_training)
+        return torch.cat(memories), torch.cat(retrievals)
+
+    def build_index(self, show_progress: bool = True) -> PassageIndex:
+        """(Re)build the flat index over the corpus and cache the corpus memory."""
+        memory, retrieval = self.encode_corpus(show_progress=show_progress)
+        step = int(self.global_step) if self._trainer is not None else 0
+        self.index = PassageIndex.build(index_vectors(retrieval, self.similarity), self.corpus.ids, step=step)
+        self._corpus_memory = memory  # (N, M, H)
+        self._corpus_retrieval = retrieval  # (N, R, D)
+        return self.index
+
+    def ensure_index(self) -> None:
+        if self.candidate_source == "index" and self.index is None:
+            self.build_index()
+
+    # ------------------------------------------------------------------ candidates
+    @torch.no_grad()
+    def search(
+        self, queries: list[str], instructions: list[str | None] | None, k: int
+    ) -> tuple[Tensor, list[list[str]]]:
+        """Top-k passages from the index for each query: (scores (B, k), ids)."""
+        self.ensure_index()
+        q = query_index_vectors(self.encode_queries(queries, instructions), self.similarity).float().cpu()
+        scores, rows = self.index.search(q, k)
+        return scores, [[self.index.passage_ids[r] for r in row] for row in rows.tolist()]
+
+    def training_candidates(self, batch: RAGBatch) -> list[list[str]]:
+        """C candidate ids per query for a training step."""
+        C = self.num_candidates
+        if self.candidate_source == "example":
+            cands = self._example_candidates(batch)
+        else:
+            was = self.query_encoder.training
+            self.query_encoder.eval()
+            _, cands = self.search(batch.queries, batch.instructions, C)
+            self.query_encoder.train(was)
+        if self.include_gold:
+            for b, row in enumerate(cands):
+                golds = [g for g in batch.gold_ids[b] if g in self.corpus]
+                if golds and not set(golds) & set(row):
+                    row[-1] = random.choice(golds)
+        return cands
+
+    def _example_candidates(self, batch: RAGBatch) -> list[list[str]]:
+        if batch.candidate_ids is None:
+            raise ValueError("model.candidate_source is 'example' but the examples have no candidate lists")
+        C = self.num_candidates
+        out = []
+        for ex_id, row in zip(batch.example_ids, batch.candidate_ids):
+            if len(row) < C:
+                raise ValueError(
+                    f"example {ex_id!r} has {len(row)} candidates but model.num_candidates is {C}: lower C"
+                )
+            out.append(list(row[:C]))
+        return out
+
+    @torch.no_grad()
+    def rank(
+        self,
+        queries: list[str],
+        instructions: list[str | None] | None,
+        candidate_ids: list[list[str]] | None = None,
+    ) -> tuple[list[list[str]], list[list[str]]]:
+        """Rankings for metrics (best first) and the C candidates for answering.
+
+        With an index: search the whole corpus (top max(10, C)); candidates are re-scored
+        exactly (so maxsim uses the true similarity). With candidate lists: score them.
+        """
+        C = self.num_candidates
+        if self.candidate_source == "example":
+            if candidate_ids is None:
+                raise ValueError("candidate_source is 'example' but no candidate lists were given")
+            cand = [list(row) for row in candidate_ids]
+        else:
+            _, cand = self.search(queries, instructions, max(10, C))
+        q = self.encode_queries(queries, instructions)  # (B, R, D)
+        ranked = []
+        for b, row in enumerate(cand):
+            p = self._retrieval_for(row)  # (n, R, D)
+            s = score_candidates(q[b : b + 1], p.unsqueeze(0), self.similarity)[0]  # (n,)
+            order = torch.argsort(s, descending=True, stable=True).tolist()
+            ranked.append([row[i] for i in order])
+        return ranked, [r[:C] for r in ranked]
+
+    def _retrieval_for(self, ids: list[str]) -> Tensor:
+        """(n, R, D) retrieval vectors, from the cache built with the index when present."""
+        cache = getattr(self, "_corpus_retrieval", None)
+        if cache is not None and self.index is not None:
+            rows = torch.tensor([self.corpus.index_of(p) for p in ids])
+            return cache[rows].to(self.device)
+        return self.compressor([self.corpus[self.corpus.index_of(p)].full_text() for p in ids]).retrieval
+
+    def _memory_for(self, ids: list[str]) -> Tensor:
+        """(n, M, H) memory of passages, from the cache built with the index when present."""
+        if self._corpus_memory is not None and self.index is not None:
+            rows = torch.tensor([self.corpus.index_of(p) for p in ids])
+            return self._corpus_memory[rows].to(self.device)
+        return self.compressor([self.corpus[self.corpus.index_of(p)].full_text() for p in ids]).memory
+
+    @torch.no_grad()
+    def answer_from_candidates(
+        self, queries: list[str], instructions: list[str | None] | None, ranked: list[list[str]]
+    ) -> list[str]:
+        """Greedy answers reading the top-K of each ranked candidate list."""
+        K = self.selector.k
+        selected = [row[:K] for row in ranked]
+        if self.generator.mode == "memory":
+            memory = torch.stack([self._memory_for(row) for row in selected])  # (B, K, M, H)
+            return self.generator.generate(queries, memory=memory, instructions=instructions)
+        texts = [[self.corpus[self.corpus.index_of(p)].full_text() for p in row] for row in selected]
+        return self.generator.generate(queries, passages=texts, instructions=instructions)
