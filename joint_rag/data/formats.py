@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from joint_rag.data.corpus import Corpus, DataError, Example, Passage, RAGData, check_examples
+from joint_rag.data.corpus import Corpus, DataError, DataSource, Example, Passage, RAGData, check_examples
 from joint_rag.data.splits import limit, split_by_group
 
 # ----------------------------------------------------------------------------- file helpers
@@ -89,7 +89,7 @@ def _split(
 # ----------------------------------------------------------------------------- SQuAD
 
 
-class SquadSource:
+class SquadSource(DataSource):
     """SQuAD-format JSON (SQuAD v1.1, v2.0, XQuAD): one passage per paragraph.
 
     Passage ids are `{title}#{paragraph index}`, the group is the article title, and the
@@ -154,7 +154,7 @@ class SquadSource:
 # ----------------------------------------------------------------------------- BEIR
 
 
-class BeirSource:
+class BeirSource(DataSource):
     """A BEIR dataset folder: `corpus.jsonl`, `queries.jsonl`, `qrels/{split}.tsv`.
 
     Qrels columns are read by position (query id, passage id, score) whatever the header says,
@@ -310,8 +310,12 @@ def _read_records(path: Path) -> list[tuple[str, dict]]:
             if e.msg != "Extra data" or not text.lstrip().startswith("{"):
                 raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
         else:
-            if isinstance(data, dict):
-                data = data.get("data", [data]) if "question" not in data else [data]
+            if isinstance(data, dict) and isinstance(data.get("question"), list):  # one dict of columns
+                n = len(data["question"])
+                data = [
+                    {k: v[i] for k, v in data.items() if isinstance(v, list) and len(v) == n}
+                    for i in range(n)
+                ]
             if not isinstance(data, list):
                 raise DataError(
                     f"{path}: expected a JSON list of HotpotQA records, got {type(data).__name__}"
@@ -338,10 +342,10 @@ def _hotpot_context(rec: dict, where: str) -> list[tuple[str, list[str]]]:
                 raise DataError(f"{where}: field 'context[{i}]' should be [title, [sentences...]]")
             pairs.append((item[0], item[1]))
     for i, (title, sentences) in enumerate(pairs):
-        if (
-            not isinstance(title, str)
-            or not isinstance(sentences, list)
-            or not all(isinstance(s, str) for s in sentences)
+        if not (
+            isinstance(title, str)
+            and isinstance(sentences, list)
+            and all(isinstance(x, str) for x in sentences)
         ):
             raise DataError(
                 f"{where}: field 'context' entry {i} should be a title and a list of sentence strings"
@@ -363,7 +367,7 @@ def _hotpot_support(rec: dict, where: str) -> list[str]:
     return _dedupe([str(t) for t in titles])
 
 
-class HotpotQASource:
+class HotpotQASource(DataSource):
     """HotpotQA (distractor setting) in its original list layout or the Hugging Face layout.
 
     Each context paragraph becomes a passage (deduplicated by title and text; its id is the

@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from joint_rag.data.corpus import Corpus, Example, Passage, RAGData
+from joint_rag.data.corpus import Corpus, DataSource, Example, Passage, RAGData
 from joint_rag.data.splits import limit, split_by_group
 
 
@@ -348,7 +348,7 @@ def build_knowledge_base(
     return KnowledgeBase(people, orgs, corpus, examples)
 
 
-class SyntheticSource:
+class SyntheticSource(DataSource):
     """The fictional knowledge base as `RAGData`, split so evaluation entities are unseen.
 
     All passages (people and organisations) stay in the corpus; val/test questions are about

@@ -201,7 +201,7 @@ def _columnar(i: int) -> dict:
     }
 
 
-@pytest.mark.parametrize("layout", ["original", "hf-list", "hf-jsonl", "hf-jsonl-as-json"])
+@pytest.mark.parametrize("layout", ["original", "hf-list", "hf-jsonl", "hf-jsonl-as-json", "hf-columns"])
 def test_hotpotqa_layouts_agree(tmp_path, layout):
     if layout == "original":
         path = tmp_path / "h.json"
@@ -209,6 +209,10 @@ def test_hotpotqa_layouts_agree(tmp_path, layout):
     elif layout == "hf-list":
         path = tmp_path / "h.json"
         path.write_text(json.dumps([_columnar(i) for i in range(3)]))
+    elif layout == "hf-columns":  # one dict of columns, as `Dataset.to_dict()` gives
+        path = tmp_path / "h.json"
+        records = [_columnar(i) for i in range(3)]
+        path.write_text(json.dumps({k: [r[k] for r in records] for k in records[0]}))
     else:
         path = tmp_path / ("h.jsonl" if layout == "hf-jsonl" else "h.json")
         path.write_text("".join(json.dumps(_columnar(i)) + "\n" for i in range(3)))
