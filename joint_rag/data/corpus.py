@@ -55,7 +55,9 @@ class Corpus(Sequence[Passage]):
         self._index: dict[str, int] = {}
         for i, p in enumerate(self.passages):
             if p.passage_id in self._index:
-                raise DataError(f"{source}: duplicate passage id {p.passage_id!r} (rows {self._index[p.passage_id]} and {i})")
+                raise DataError(
+                    f"{source}: duplicate passage id {p.passage_id!r} (rows {self._index[p.passage_id]} and {i})"
+                )
             self._index[p.passage_id] = i
 
     def __len__(self) -> int:

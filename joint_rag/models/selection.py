@@ -21,6 +21,34 @@ def sample_gumbel(shape: torch.Size, like: Tensor, eps: float = 1e-10) -> Tensor
     return -torch.log(-torch.log(u + eps) + eps)
 
 
+class _StraightThroughTopK(torch.autograd.Function):
+    """Forward: exact one-hot rows of the hard top-k. Backward: vector-Jacobian product of the
+    sequential masked softmax  p_k = softmax(mask_k(s) / tau),  i.e.
+
+        dL/ds = sum_k  p_k * (u_k - <u_k, p_k>) / tau      (u_k = dL/dw_k, masked p = 0)
+    """
+
+    @staticmethod
+    def forward(ctx, scores: Tensor, k: int, temperature: float):
+        B, C = scores.shape
+        indices = torch.topk(scores, k, dim=-1).indices  # (B, K)
+        hard = torch.nn.functional.one_hot(indices, C).to(scores.dtype)  # (B, K, C)
+        taken_before = (torch.cumsum(hard, dim=1) - hard).bool()  # (B, K, C) chosen at an earlier step
+        masked = (scores / temperature).unsqueeze(1).masked_fill(taken_before, float("-inf"))  # (B, K, C)
+        soft = torch.softmax(masked, dim=-1)  # (B, K, C)
+        ctx.save_for_backward(soft)
+        ctx.temperature = temperature
+        ctx.mark_non_differentiable(indices)
+        return hard, indices
+
+    @staticmethod
+    def backward(ctx, grad_weights: Tensor, grad_indices: Tensor | None):
+        (soft,) = ctx.saved_tensors  # (B, K, C)
+        inner = (grad_weights * soft).sum(-1, keepdim=True)  # (B, K, 1)
+        grad_scores = (soft * (grad_weights - inner)).sum(1) / ctx.temperature  # (B, C)
+        return grad_scores, None, None
+
+
 def straight_through_topk(scores: Tensor, k: int, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
     """Hard top-k forward, sequential masked-softmax backward.
 
@@ -30,22 +58,14 @@ def straight_through_topk(scores: Tensor, k: int, temperature: float = 1.0) -> t
         temperature: softmax temperature of the backward relaxation.
 
     Returns:
-        weights: (B, K, C) straight-through selection weights; forward values are exactly
-            the one-hot rows of the hard top-k (in descending score order).
+        weights: (B, K, C) selection weights; forward values are exactly the one-hot rows of
+            the hard top-k (in descending score order); their gradient is the relaxation's.
         indices: (B, K) selected candidate indices, equal to ``torch.topk(scores, k).indices``.
     """
-    B, C = scores.shape
+    C = scores.shape[-1]
     if not 1 <= k <= C:
         raise ValueError(f"top-k needs 1 <= K <= C, got K={k}, C={C}")
-    indices = torch.topk(scores.detach(), k, dim=-1).indices  # (B, K)
-    hard = torch.nn.functional.one_hot(indices, C).to(scores.dtype)  # (B, K, C)
-    logits = scores / temperature  # (B, C)
-    # mask_k: indices chosen before step k (hard, so forward and backward agree on the support)
-    taken_before = torch.cumsum(hard, dim=1) - hard  # (B, K, C) 1 where selected at an earlier step
-    masked = logits.unsqueeze(1).masked_fill(taken_before.bool(), float("-inf"))  # (B, K, C)
-    soft = torch.softmax(masked, dim=-1)  # (B, K, C)
-    weights = hard + soft - soft.detach()  # (B, K, C)
-    return weights, indices
+    return _StraightThroughTopK.apply(scores, k, temperature)
 
 
 class TopKSelector(nn.Module):

@@ -1,0 +1,203 @@
+"""Launcher for the similarity + top-k Triton kernels: config table, grid, second pass, decoding.
+
+``similarity_topk_triton`` prepares the inputs (cosine: unit queries and a per-passage 1/||p||
+factor read by the kernel, so the passages are never copied), picks blocks from a fixed table,
+splits the passages so that about four programs per SM run, launches one kernel, then merges
+the per-split candidates with one ``torch.topk`` over (B, splits*K_PAD) packed keys and
+decodes them to (scores, indices).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, replace
+from types import ModuleType
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .reference import check_inputs
+
+MAX_K = 256  # K_PAD = 256 keeps the running top-k of a 16-query block in registers
+_LOW_MASK = 0xFFFFFFFF
+_INT_MAX = 2147483647
+
+
+@dataclass(frozen=True)
+class TopkConfig:
+    """Blocks of one launch (all powers of two)."""
+
+    k_pad: int  # running top-k width, next power of two >= k
+    block_b: int  # queries per program
+    block_n: int  # passages per merged tile (>= k_pad)
+    block_d: int  # features per tl.dot step
+    sub_n: int = 0  # maxsim: passages per tl.dot (block_n is a multiple)
+    group_b: int = 8  # query blocks per program group (L2 reuse)
+    num_warps: int = 4
+    num_stages: int = 2
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def kernels_module() -> ModuleType:
+    """The kernel module, decorated for the current TRITON_INTERPRET setting.
+
+    ``@triton.jit`` picks compiled or interpreted at decoration time; if the module was first
+    imported under the other setting (a test set TRITON_INTERPRET later), reload it.
+    """
+    from . import similarity_kernels as mod
+
+    if interpreting() != mod.INTERPRET:
+        mod = importlib.reload(mod)
+    return mod
+
+
+def _pow2(x: int) -> int:
+    return 1 << max(0, int(x) - 1).bit_length()
+
+
+def choose_config(similarity: str, B: int, k: int, dtype: torch.dtype, m: int = 1, mp: int = 1) -> TopkConfig:
+    """Fixed config table (no autotuning), by similarity, batch, k and dtype.
+
+    Dot kernel: 64 queries x max(64, K_PAD) passages per tile, fewer queries when the running
+    top-k is wide (K_PAD >= 128) so it stays in registers. MaxSim: about 64 rows x 64 columns
+    of token-level products per ``tl.dot``. The interpreter gets small tiles (fast tests that
+    still cross tile and split boundaries).
+    """
+    k_pad = max(4, _pow2(k))
+    wide = 16 if dtype == torch.float32 else 0  # fp32 tiles are twice the bytes: halve BLOCK_D
+    block_d = 64 - wide
+    if similarity == "maxsim":
+        m_pad, mp_pad = _pow2(m), _pow2(mp)
+        block_b = max(1, 64 // m_pad, -(-16 // m_pad))
+        block_b = min(block_b, max(_pow2(B), -(-16 // m_pad)))
+        sub_n = max(1, 64 // mp_pad)
+        cfg = TopkConfig(k_pad, block_b, max(k_pad, sub_n), block_d, sub_n, num_warps=4, num_stages=2)
+    else:
+        block_b = 16 if B <= 16 else 32 if B <= 32 or k_pad >= 128 else 64
+        if k_pad >= 256:
+            block_b = 16
+        block_n = max(64, k_pad)
+        warps = 8 if block_b * block_n >= 64 * 128 or k_pad >= 128 else 4
+        cfg = TopkConfig(k_pad, block_b, block_n, block_d, num_warps=warps, num_stages=3 if not wide else 2)
+    if interpreting():  # small tiles: fast tests that still cross tile and split boundaries
+        sub_n = max(1, 16 // _pow2(mp)) if similarity == "maxsim" else 0
+        block_b = max(1, 16 // _pow2(m)) if similarity == "maxsim" else 16
+        cfg = replace(cfg, block_b=block_b, block_n=max(k_pad, 2 * sub_n, 16), block_d=32, sub_n=sub_n)
+    return cfg
+
+
+def choose_splits(
+    N: int, B: int, cfg: TopkConfig, device: torch.device, num_splits: int | None
+) -> tuple[int, int]:
+    """(num_splits, passages per split): enough programs to fill the GPU (about 4 per SM)."""
+    tiles = max(1, -(-N // cfg.block_n))
+    if num_splits is None:
+        target = (
+            4 * torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
+        )
+        num_splits = -(-target // max(1, -(-B // cfg.block_b)))
+    tiles_per_split = -(-tiles // max(1, min(num_splits, tiles)))
+    return -(-tiles // tiles_per_split), tiles_per_split * cfg.block_n
+
+
+def pack_keys(scores: Tensor, indices: Tensor) -> Tensor:
+    """Torch twin of the kernel's ``_pack``: fp32 scores + int64 indices -> sortable int64 keys."""
+    bits = scores.float().contiguous().view(torch.int32)
+    bits = bits ^ ((bits >> 31) & 0x7FFFFFFF)
+    return (bits.long() << 32) | (_INT_MAX - indices)
+
+
+def unpack_keys(keys: Tensor) -> tuple[Tensor, Tensor]:
+    """int64 keys -> (fp32 scores, int64 indices); inverse of ``pack_keys``."""
+    hi = (keys >> 32).to(torch.int32)
+    bits = hi ^ ((hi >> 31) & 0x7FFFFFFF)
+    return bits.view(torch.float32), _INT_MAX - (keys & _LOW_MASK)
+
+
+def _inv_norms(p: Tensor) -> Tensor:
+    """(N, D) -> (N,) fp32 1 / max(||p||, 1e-12), as F.normalize."""
+    return torch.linalg.vector_norm(p, dim=-1, dtype=torch.float32).clamp_min(1e-12).reciprocal()
+
+
+def _unit_stride(x: Tensor) -> Tensor:
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+@torch.no_grad()
+def similarity_topk_triton(
+    queries: Tensor,
+    passages: Tensor,
+    k: int,
+    similarity: str = "dot",
+    *,
+    num_splits: int | None = None,
+    config: TopkConfig | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Fused similarity + top-k with the Triton kernels (CUDA tensors, or the interpreter).
+
+    Args:
+        queries: (B, D) for dot/cosine, (B, M, D) for flat_cosine/maxsim; fp32/fp16/bf16.
+        passages: (N, D) or (N, M', D), same device.
+        k: passages to keep per query (1..MAX_K); k > N returns all N.
+        similarity: "dot", "cosine", "flat_cosine" or "maxsim".
+        num_splits: passage splits (default: fill the GPU); config: override ``choose_config``.
+
+    Returns:
+        scores (B, min(k, N)) fp32 sorted descending, indices (B, min(k, N)) int64.
+    """
+    check_inputs(queries, passages, k, similarity)
+    if queries.dtype == torch.float64 or passages.dtype == torch.float64:
+        raise ValueError("the Triton kernel takes float32, float16 or bfloat16 inputs, got float64")
+    if k > MAX_K:
+        raise ValueError(f"k={k} > {MAX_K} is not supported by the Triton kernel; use backend='torch'")
+    if not queries.is_cuda and not interpreting():
+        raise RuntimeError(
+            f"the Triton backend needs CUDA tensors (got {queries.device}); set TRITON_INTERPRET=1 "
+            "before importing triton to run it in the CPU interpreter, or use backend='torch'"
+        )
+    B, N = queries.shape[0], passages.shape[0]
+    k = min(k, N)
+    device = queries.device
+    if N == 0:
+        return torch.empty((B, 0), device=device), torch.empty((B, 0), dtype=torch.long, device=device)
+    mod = kernels_module()
+    dtype = passages.dtype
+    precision = "ieee" if dtype == torch.float32 else None
+    m = queries.shape[1] if similarity == "maxsim" else 1
+    mp = passages.shape[1] if similarity == "maxsim" else 1
+    cfg = config or choose_config(similarity, B, k, dtype, m, mp)
+    splits, n_per_split = choose_splits(N, B, cfg, device, num_splits)
+    out = torch.empty((B, splits, cfg.k_pad), dtype=torch.long, device=device)  # (B, S, K_PAD) keys
+    grid = (-(-B // cfg.block_b) * splits,)
+    launch = {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+    if similarity == "maxsim":
+        q = _unit_stride(queries.to(dtype))  # (B, M, D)
+        p = _unit_stride(passages)  # (N, M', D)
+        mod.maxsim_topk_kernel[grid](
+            q, p, out, B, N, q.shape[2], m, mp, q.stride(0), q.stride(1), p.stride(0), p.stride(1),
+            n_per_split, splits, DOT_PRECISION=precision, K_PAD=cfg.k_pad, BLOCK_B=cfg.block_b,
+            BLOCK_N=cfg.block_n, SUB_N=cfg.sub_n, BLOCK_D=cfg.block_d, M_PAD=_pow2(m), MP_PAD=_pow2(mp),
+            GROUP_B=cfg.group_b, **launch,
+        )  # fmt: skip
+    else:
+        q, p = queries, passages
+        if similarity == "flat_cosine":
+            q, p = q.flatten(1), p.reshape(N, -1)  # (B, M*D), (N, M*D)
+        p_scale = None
+        if similarity != "dot":
+            q = F.normalize(q.float(), dim=-1)  # (B, D') unit queries
+            p_scale = _inv_norms(p)  # (N,)
+        q, p = _unit_stride(q.to(dtype)), _unit_stride(p)
+        mod.dot_topk_kernel[grid](
+            q, p, p_scale if p_scale is not None else out, out, B, N, q.shape[1], q.stride(0), p.stride(0),
+            n_per_split, splits, HAS_P_SCALE=p_scale is not None, DOT_PRECISION=precision, K_PAD=cfg.k_pad,
+            BLOCK_B=cfg.block_b, BLOCK_N=cfg.block_n, BLOCK_D=cfg.block_d, GROUP_B=cfg.group_b, **launch,
+        )  # fmt: skip
+    keys = out.view(B, splits * cfg.k_pad).topk(k, dim=1).values  # (B, k) second pass over splits
+    return unpack_keys(keys)

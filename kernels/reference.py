@@ -1,0 +1,198 @@
+"""Torch reference for similarity + top-k; also the CPU path.
+
+Similarities (names shared with the Triton kernels):
+
+- ``dot``: ``q @ p`` for single vectors, queries (B, D), passages (N, D).
+- ``cosine``: normalise then dot, same shapes.
+- ``flat_cosine`` (CLaRa): cosine of the flattened M*D memory, queries (B, M, D), passages (N, M', D)
+  with M*D == M'*D.
+- ``maxsim`` (ColBERT): ``sum_i max_j <q_i, p_j>``, queries (B, M, D), passages (N, M', D).
+
+``similarity`` is the dense, differentiable scorer (it keeps the input dtype).
+``similarity_topk_torch`` never holds more than a (B, chunk) block of scores: it walks the
+passages in chunks, keeps a running top-k per query and merges each chunk's top-k into it.
+It computes in fp32 and returns fp32 scores, like the kernel.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+SIMILARITIES = ("dot", "cosine", "flat_cosine", "maxsim")
+SINGLE_VECTOR = ("dot", "cosine")
+MULTI_VECTOR = ("flat_cosine", "maxsim")
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)  # float64: references
+
+# Scores held per chunk (B * chunk * M * M' fp32 values). 2**21 floats = 8 MiB: fits the L2/L3
+# of a CPU core pair; measured in benchmarks/similarity_topk.py (docs/kernels.md).
+DEFAULT_CHUNK_ELEMENTS = 2**21
+MIN_CHUNK = 256
+
+
+def check_inputs(
+    queries: Tensor, passages: Tensor, k: int | None, similarity: str, *, per_query: bool = False
+) -> None:
+    """Raise ValueError naming the argument that is wrong and what shape or value is expected.
+
+    Args:
+        queries: (B, D) for dot/cosine, (B, M, D) for flat_cosine/maxsim.
+        passages: (N, D) / (N, M', D); with ``per_query`` (B, C, D) / (B, C, M', D).
+        k: number of passages to keep per query (None: not a top-k call).
+        similarity: one of SIMILARITIES.
+        per_query: passages carry a leading batch dimension (each query has its own candidates).
+    """
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"similarity={similarity!r} is unknown; choose one of {', '.join(SIMILARITIES)}")
+    q_dims = 2 if similarity in SINGLE_VECTOR else 3
+    p_dims = q_dims + int(per_query)
+    kind = "single-vector (B, D)" if q_dims == 2 else "multi-vector (B, M, D)"
+    if queries.dim() != q_dims:
+        raise ValueError(
+            f"similarity={similarity!r} takes {kind} queries, got queries of shape {tuple(queries.shape)}; "
+            f"use {'flat_cosine/maxsim' if q_dims == 2 else 'dot/cosine'} for the other layout"
+        )
+    if passages.dim() != p_dims:
+        raise ValueError(
+            f"similarity={similarity!r} with queries {tuple(queries.shape)} takes passages with {p_dims} dims, "
+            f"got {tuple(passages.shape)}"
+        )
+    if queries.shape[-1] != passages.shape[-1]:
+        raise ValueError(f"queries dim D={queries.shape[-1]} != passages dim D={passages.shape[-1]}")
+    if similarity == "flat_cosine" and queries.shape[-2] != passages.shape[-2]:
+        raise ValueError(
+            f"flat_cosine needs the same number of memory vectors M on both sides, "
+            f"got queries M={queries.shape[-2]} and passages M={passages.shape[-2]}"
+        )
+    if per_query and passages.shape[0] != queries.shape[0]:
+        raise ValueError(f"per-query passages need batch {queries.shape[0]}, got {passages.shape[0]}")
+    for name, t in (("queries", queries), ("passages", passages)):
+        if t.dtype not in FLOAT_DTYPES:
+            raise ValueError(f"{name} dtype {t.dtype} is not supported; use float32, float16 or bfloat16")
+    if queries.device != passages.device:
+        raise ValueError(f"queries on {queries.device} and passages on {passages.device}: move them together")
+    if k is not None and k < 1:
+        raise ValueError(f"k={k} must be >= 1")
+
+
+def similarity(queries: Tensor, passages: Tensor, similarity: str = "dot") -> Tensor:
+    """Dense, differentiable scores (keeps the input dtype).
+
+    Args:
+        queries: (B, D) for dot/cosine, (B, M, D) for flat_cosine/maxsim.
+        passages: a shared corpus, (N, D) / (N, M', D), or per-query candidates,
+            (B, C, D) / (B, C, M', D) (one more dim than queries).
+        similarity: one of SIMILARITIES.
+
+    Returns:
+        (B, N) scores for a shared corpus, (B, C) for per-query candidates.
+    """
+    per_query = passages.dim() == queries.dim() + 1
+    check_inputs(queries, passages, None, similarity, per_query=per_query)
+    if similarity == "maxsim":
+        if per_query:
+            tok = torch.einsum("bid,bcjd->bcij", queries, passages)  # (B, C, M, M')
+        else:
+            tok = torch.einsum("bid,njd->bnij", queries, passages)  # (B, N, M, M')
+        return tok.amax(dim=-1).sum(dim=-1)  # (B, N) or (B, C)
+    if similarity == "flat_cosine":
+        queries = queries.flatten(-2)  # (B, M*D)
+        passages = passages.flatten(-2)  # (N, M*D) or (B, C, M*D)
+    if similarity in ("cosine", "flat_cosine"):
+        queries = F.normalize(queries, dim=-1)
+        passages = F.normalize(passages, dim=-1)
+    if per_query:
+        return torch.einsum("bd,bcd->bc", queries, passages)  # (B, C)
+    return queries @ passages.T  # (B, N)
+
+
+def default_chunk(B: int, tokens_per_pair: int = 1, elements: int = DEFAULT_CHUNK_ELEMENTS) -> int:
+    """Passages per chunk so that one chunk of scores holds about ``elements`` fp32 values."""
+    return max(MIN_CHUNK, elements // max(1, B * tokens_per_pair))
+
+
+def _chunk_scores(q: Tensor, p: Tensor, similarity: str) -> Tensor:
+    """fp32 scores of prepared fp32 queries against one chunk of raw passages.
+
+    Args:
+        q: (B, D) (dot), (B, D') unit rows (cosine, flat_cosine with D' = M*D) or (B, M, D) (maxsim).
+        p: (C, D) or (C, M', D) passages in their own dtype.
+
+    Returns:
+        (B, C) fp32 scores.
+    """
+    p = p.float()
+    if similarity == "maxsim":
+        B, M, D = q.shape
+        C, Mp = p.shape[0], p.shape[1]
+        tok = q.reshape(B * M, D) @ p.reshape(C * Mp, D).T  # (B*M, C*M')
+        return tok.view(B, M, C, Mp).amax(dim=-1).sum(dim=1)  # (B, C)
+    p = p.reshape(p.shape[0], -1)  # (C, D')
+    s = q @ p.T  # (B, C)
+    if similarity != "dot":
+        inv_norm = torch.linalg.vector_norm(p, dim=-1).clamp_min(1e-12).reciprocal()  # (C,)
+        s.mul_(inv_norm)
+    return s
+
+
+def prepare_queries(queries: Tensor, similarity: str) -> Tensor:
+    """fp32 queries ready for ``_chunk_scores``: unit rows for cosine and flat_cosine.
+
+    Args:
+        queries: (B, D) or (B, M, D).
+
+    Returns:
+        (B, D), (B, M*D) for flat_cosine, or (B, M, D) for maxsim; fp32.
+    """
+    q = queries.float()
+    if similarity == "flat_cosine":
+        q = q.flatten(1)  # (B, M*D)
+    if similarity in ("cosine", "flat_cosine"):
+        q = F.normalize(q, dim=-1)
+    return q
+
+
+@torch.no_grad()
+def similarity_topk_torch(
+    queries: Tensor,
+    passages: Tensor,
+    k: int,
+    similarity: str = "dot",
+    *,
+    chunk_size: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Top-k passages per query without the (B, N) score matrix.
+
+    Walks passages in chunks of ``chunk_size`` rows: scores (B, chunk) in fp32, takes the chunk's
+    top-k and merges it into the running top-k, so memory is O(B*k + B*chunk).
+
+    Args:
+        queries: (B, D) or (B, M, D).
+        passages: (N, D) or (N, M', D).
+        k: passages to keep per query; k > N returns all N.
+        similarity: one of SIMILARITIES.
+        chunk_size: passages per chunk (default: ``default_chunk``).
+
+    Returns:
+        scores (B, min(k, N)) fp32 sorted descending, indices (B, min(k, N)) int64 into passages.
+    """
+    check_inputs(queries, passages, k, similarity)
+    B, N = queries.shape[0], passages.shape[0]
+    k = min(k, N)
+    tokens = queries.shape[1] * passages.shape[1] if similarity == "maxsim" else 1
+    chunk = chunk_size or default_chunk(B, tokens)
+    q = prepare_queries(queries, similarity)
+    top_s = torch.full((B, 0), float("-inf"), device=queries.device)  # (B, k) running scores
+    top_i = torch.zeros((B, 0), dtype=torch.long, device=queries.device)  # (B, k) running indices
+    for start in range(0, N, chunk):
+        s = _chunk_scores(q, passages[start : start + chunk], similarity)  # (B, C)
+        s_top, i_top = s.topk(min(k, s.shape[1]), dim=1)  # (B, k')
+        if top_s.shape[1] == 0:
+            top_s, top_i = s_top, i_top + start
+            continue
+        both_s = torch.cat([top_s, s_top], dim=1)  # (B, k + k')
+        both_i = torch.cat([top_i, i_top + start], dim=1)  # (B, k + k')
+        top_s, pos = both_s.topk(k, dim=1)  # (B, k)
+        top_i = both_i.gather(1, pos)  # (B, k)
+    return top_s, top_i

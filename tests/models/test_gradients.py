@@ -1,0 +1,61 @@
+"""The answer loss reaches the passage encoder, query encoder and projector through top-k."""
+
+from __future__ import annotations
+
+import torch
+
+from joint_rag.data.collate import collate_examples
+
+
+def grad_norm(params) -> float:
+    total = 0.0
+    for p in params:
+        if p.grad is not None:
+            assert torch.isfinite(p.grad).all()
+            total += float(p.grad.abs().sum())
+    return total
+
+
+def run_step(module, data):
+    module.train()
+    module.build_index(show_progress=False)
+    batch = collate_examples(data.train[:3])
+    loss = module.training_step(batch, 0) if module._trainer is not None else None
+    if loss is None:
+        inputs = module._joint_inputs(batch, module.objective.needs)
+        loss, _ = module.objective(inputs)
+    loss.backward()
+    return loss
+
+
+def test_answer_loss_reaches_all_retrieval_parts(tiny_module):
+    module, data = tiny_module()
+    loss = run_step(module, data)
+    assert torch.isfinite(loss)
+    passage = [module.compressor.memory_tokens, *module.compressor.backbone.parameters()]
+    query = [p for n, p in module.query_encoder.named_parameters() if not n.startswith("projector.")]
+    assert grad_norm(passage) > 0
+    assert grad_norm(query) > 0, "query encoder only gets gradient through the straight-through top-k"
+    assert grad_norm(module.compressor.projector.parameters()) > 0
+    assert grad_norm(module.generator.parameters()) > 0
+
+
+def test_frozen_passage_encoder_gets_no_gradient(tiny_module):
+    module, data = tiny_module(freeze_passage_encoder=True)
+    run_step(module, data)
+    passage = [module.compressor.memory_tokens, *module.compressor.backbone.parameters()]
+    assert all(p.grad is None for p in passage)
+    query = [p for n, p in module.query_encoder.named_parameters() if not n.startswith("projector.")]
+    assert grad_norm(query) > 0
+    assert grad_norm(module.compressor.projector.parameters()) > 0
+
+
+def test_mean_pool_retrieval_and_maxsim_also_train(tiny_module):
+    from joint_rag.models import Compressor
+
+    for similarity, retrieval in (("cosine", "mean_pool"), ("maxsim", "memory"), ("mean_dot", "memory")):
+        comp = Compressor("tiny-bert", num_memory_tokens=2, max_length=48, retrieval=retrieval)
+        module, data = tiny_module(compressor=comp, similarity=similarity)
+        run_step(module, data)
+        query = [p for n, p in module.query_encoder.named_parameters() if not n.startswith("projector.")]
+        assert grad_norm(query) > 0, similarity
