@@ -47,8 +47,9 @@ def interpreting() -> bool:
 def kernels_module() -> ModuleType:
     """The kernel module, decorated for the current TRITON_INTERPRET setting.
 
-    ``@triton.jit`` picks compiled or interpreted at decoration time; if the module was first
-    imported under the other setting (a test set TRITON_INTERPRET later), reload it.
+    ``@triton.jit`` picks compiled or interpreted at decoration time, and the row top-k helper
+    is picked at import (JOINT_RAG_TRITON_TOPK); if either setting changed since the module was
+    imported (a test set TRITON_INTERPRET later), reload it.
     """
     from . import similarity_kernels as mod
 

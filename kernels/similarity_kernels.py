@@ -26,6 +26,20 @@ import triton.language as tl
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 MIN_KEY = tl.constexpr(-(2**63))
 HAS_TL_TOPK = hasattr(tl, "topk")
+TOPK_IMPLS = ("bitonic", "sort", "extract")
+
+
+def default_topk_impl() -> str:
+    """Row top-k used inside the kernels: JOINT_RAG_TRITON_TOPK, else ``bitonic`` (tl.topk) when
+    compiled, ``extract`` (K rounds of max) in the interpreter, whose tl.sort/tl.topk run a
+    Python loop per element (seconds per call)."""
+    impl = os.environ.get("JOINT_RAG_TRITON_TOPK") or ("extract" if INTERPRET else "bitonic")
+    if impl not in TOPK_IMPLS:
+        raise ValueError(f"JOINT_RAG_TRITON_TOPK={impl!r}: choose one of {', '.join(TOPK_IMPLS)}")
+    return "sort" if impl == "bitonic" and not HAS_TL_TOPK else impl
+
+
+TOPK_IMPL = default_topk_impl()
 
 
 @triton.jit
@@ -54,7 +68,20 @@ def _topk_sorted(x, K: tl.constexpr):
     return tl.max(tl.where(first, s, MIN_KEY), axis=1)  # (BB, K)
 
 
-_topk = _topk_native if HAS_TL_TOPK else _topk_sorted
+@triton.jit
+def _topk_extract(x, K: tl.constexpr):
+    """K rounds of row max; keys are unique, so each round removes exactly one (padding aside)."""
+    BB: tl.constexpr = x.shape[0]
+    cols = tl.arange(0, K)[None, :]  # (1, K)
+    out = tl.full((BB, K), MIN_KEY, tl.int64)  # (BB, K)
+    for j in range(0, K):
+        best = tl.max(x, axis=1)[:, None]  # (BB, 1)
+        out = tl.where(cols == j, best, out)
+        x = tl.where(x == best, MIN_KEY, x)
+    return out
+
+
+_topk = {"bitonic": _topk_native, "sort": _topk_sorted, "extract": _topk_extract}[TOPK_IMPL]
 
 
 @triton.jit
