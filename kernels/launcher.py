@@ -168,6 +168,9 @@ def similarity_topk_triton(
     if N == 0:
         return torch.empty((B, 0), device=device), torch.empty((B, 0), dtype=torch.long, device=device)
     mod = kernels_module()
+    if interpreting() and torch.bfloat16 in (queries.dtype, passages.dtype):
+        # the interpreter (numpy) misreads bf16 tensors: compare bf16 after conversion there
+        queries, passages = queries.float(), passages.float()
     dtype = passages.dtype
     precision = "ieee" if dtype == torch.float32 else None
     m = queries.shape[1] if similarity == "maxsim" else 1

@@ -193,6 +193,6 @@ def similarity_topk_torch(
             continue
         both_s = torch.cat([top_s, s_top], dim=1)  # (B, k + k')
         both_i = torch.cat([top_i, i_top + start], dim=1)  # (B, k + k')
-        top_s, pos = both_s.topk(k, dim=1)  # (B, k)
+        top_s, pos = both_s.topk(min(k, both_s.shape[1]), dim=1)  # (B, k)
         top_i = both_i.gather(1, pos)  # (B, k)
     return top_s, top_i
