@@ -36,6 +36,8 @@ class IndexRefresh(pl.Callback):
         self.refreshes += 1
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module) -> None:
+        if trainer.global_step < getattr(pl_module, "pretrain_steps", 0):
+            return
         if pl_module.index is None or pl_module.index.step != trainer.global_step:
             self._refresh(trainer, pl_module)
 
@@ -43,7 +45,15 @@ class IndexRefresh(pl.Callback):
         if self.every_n_steps == 0 or trainer.sanity_checking or trainer.fast_dev_run:
             return
         step = trainer.global_step
-        if step % self.every_n_steps == 0 and step != self.last_refresh_step:
+        pretrain_steps = getattr(pl_module, "pretrain_steps", 0)
+        if step < pretrain_steps:  # stage 1 trains on gold passages: no index needed
+            return
+        if (
+            step == pretrain_steps
+            and step != self.last_refresh_step
+            or (step - pretrain_steps) % self.every_n_steps == 0
+            and step != self.last_refresh_step
+        ):  # stage switch
             self._refresh(trainer, pl_module)
 
     def _before_eval(self, trainer: pl.Trainer, pl_module) -> None:

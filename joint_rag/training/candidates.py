@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from joint_rag.data.collate import RAGBatch
 from joint_rag.index.passage_index import PassageIndex
@@ -17,6 +17,23 @@ from joint_rag.progress import progress_bar
 
 class CandidateMixin:
     """Methods that need ``self.compressor``, ``self.query_encoder``, ``self.corpus`` etc."""
+
+    encode_batch_size: int = 64
+
+    def encode_queries(self, queries: list[str], instructions: list[str | None] | None = None) -> Tensor:
+        """(B, R, D) query retrieval vectors (instruction prepended when given)."""
+        texts = [f"{i} {q}" if i else q for q, i in zip(queries, instructions or [None] * len(queries))]
+        if self.query_encoder.projector is None:  # mean-pool retrieval needs no projector
+            self.query_encoder.projector = nn.Identity()
+            try:
+                return self.query_encoder(texts).retrieval
+            finally:
+                self.query_encoder.projector = None
+        return self.query_encoder(texts).retrieval
+
+    def _current_step(self) -> int:
+        trainer = getattr(self, "_trainer", None)
+        return int(trainer.global_step) if trainer is not None else 0
 
     # ------------------------------------------------------------------ index
     @torch.no_grad()
@@ -30,7 +47,7 @@ class CandidateMixin:
         """
         if self.corpus is None:
             raise RuntimeError("no corpus attached: call attach_corpus(corpus) or fit with a datamodule")
-        batch_size = batch_size or self.hparams.encode_batch_size
+        batch_size = batch_size or self.encode_batch_size
         was_training = self.compressor.training
         self.compressor.eval()
         texts = self.corpus.texts()
@@ -47,7 +64,7 @@ class CandidateMixin:
     def build_index(self, show_progress: bool = True) -> PassageIndex:
         """(Re)build the flat index over the corpus and cache the corpus memory."""
         memory, retrieval = self.encode_corpus(show_progress=show_progress)
-        step = int(self.global_step) if self._trainer is not None else 0
+        step = self._current_step()
         self.index = PassageIndex.build(index_vectors(retrieval, self.similarity), self.corpus.ids, step=step)
         self._corpus_memory = memory  # (N, M, H)
         self._corpus_retrieval = retrieval  # (N, R, D)

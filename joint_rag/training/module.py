@@ -22,6 +22,7 @@ from joint_rag.data.corpus import Corpus
 from joint_rag.losses.base import Objective, ObjectiveInputs
 from joint_rag.losses.end_to_end import EndToEnd
 from joint_rag.losses.objective import CombinedObjective
+from joint_rag.losses.pretraining import CompressorPretraining
 from joint_rag.models.compressor import Compressor
 from joint_rag.models.generator import Generator
 from joint_rag.models.scoring import check_similarity
@@ -55,6 +56,11 @@ class JointRAGModule(CandidateMixin, pl.LightningModule):
         warmup_steps: linear warm-up steps.
         encode_batch_size: batch size when encoding the corpus for the index.
         eval_generate: generate answers in validation/test (EM/F1).
+        pretrain_steps: run compressor pretraining (CLaRa stage 1: answer from the gold
+            passage's memory, ``pretrain_objective``) for the first this-many steps, then the
+            joint objectives (stage 3) in the same fit. The index is rebuilt at the switch.
+        pretrain_objective: objective of the pretraining phase (default
+            CompressorPretraining(task="answer")).
     """
 
     def __init__(
@@ -77,9 +83,13 @@ class JointRAGModule(CandidateMixin, pl.LightningModule):
         warmup_steps: int = 0,
         encode_batch_size: int = 64,
         eval_generate: bool = True,
+        pretrain_steps: int = 0,
+        pretrain_objective: Objective | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["compressor", "generator", "objectives", "selector"])
+        self.save_hyperparameters(
+            ignore=["compressor", "generator", "objectives", "selector", "pretrain_objective"]
+        )
         check_similarity(similarity)
         if query_encoder not in ("separate", "shared"):
             raise ValueError(f"model.query_encoder must be 'separate' or 'shared', got {query_encoder!r}")
@@ -108,10 +118,15 @@ class JointRAGModule(CandidateMixin, pl.LightningModule):
                 if not name.startswith("projector."):
                     p.requires_grad_(False)
         self.objective = CombinedObjective(objectives or {"end_to_end": EndToEnd()}, objective_weights)
+        self.pretrain_steps = pretrain_steps
+        self.pretrain_objective = CombinedObjective(
+            {"pretrain": pretrain_objective or CompressorPretraining(task="answer")}
+        )
         self.similarity = similarity
         self.num_candidates = num_candidates
         self.candidate_source = candidate_source
         self.include_gold = include_gold
+        self.encode_batch_size = encode_batch_size
         self.corpus: Corpus | None = None
         self.index = None
         self._corpus_memory: Tensor | None = None  # (N, M, H) cached at index build
@@ -132,30 +147,26 @@ class JointRAGModule(CandidateMixin, pl.LightningModule):
         if self.corpus is None and dm is not None:
             self.attach_corpus(dm.corpus)
 
-    def encode_queries(self, queries: list[str], instructions: list[str | None] | None = None) -> Tensor:
-        """(B, R, D) query retrieval vectors (instruction prepended when given)."""
-        texts = [f"{i} {q}" if i else q for q, i in zip(queries, instructions or [None] * len(queries))]
-        if self.query_encoder.projector is None:  # mean-pool retrieval needs no projector
-            self.query_encoder.projector = nn.Identity()
-            out = self.query_encoder(texts)
-            self.query_encoder.projector = None
-            return out.retrieval
-        return self.query_encoder(texts).retrieval
-
     # ------------------------------------------------------------------ training
+    @property
+    def in_pretraining(self) -> bool:
+        """True while the compressor-pretraining phase (stage 1) runs."""
+        return self._trainer is not None and self.global_step < self.pretrain_steps
+
     def training_step(self, batch: RAGBatch, batch_idx: int) -> Tensor:
-        self.selector.set_step(self.global_step)
-        needs = self.objective.needs
+        self.selector.set_step(self.global_step - self.pretrain_steps)
+        objective = self.pretrain_objective if self.in_pretraining else self.objective
+        needs = objective.needs
         B = len(batch)
         if needs <= {"pretrain"}:
             inputs = self._pretrain_inputs(batch)
         else:
             inputs = self._joint_inputs(batch, needs)
-        total, terms = self.objective(inputs)
+        total, terms = objective(inputs)
         self.log("train/loss", total, prog_bar=True, batch_size=B)
         for name, value in terms.items():
             self.log(f"train/{name}", value, batch_size=B)
-        if self.index is not None:
+        if self.index is not None and not self.in_pretraining:
             self.log("train/staleness", float(self.global_step - self.index.step), batch_size=B)
         return total
 
