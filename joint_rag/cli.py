@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     explicit = argv is not None
     argv = list(sys.argv[1:] if argv is None else argv)
     # register extra commands (imported lazily: they pull in heavier modules)
-    from joint_rag import commands  # noqa: F401
+    from joint_rag import commands, quickstart, studies  # noqa: F401
 
     if argv and argv[0] in EXTRA_COMMANDS:
         return int(EXTRA_COMMANDS[argv[0]](argv[1:]) or 0)

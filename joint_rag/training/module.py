@@ -158,7 +158,7 @@ class JointRAGModule(CandidateMixin, pl.LightningModule):
         objective = self.pretrain_objective if self.in_pretraining else self.objective
         needs = objective.needs
         B = len(batch)
-        if needs <= {"pretrain"}:
+        if needs and needs <= {"pretrain"}:
             inputs = self._pretrain_inputs(batch)
         else:
             inputs = self._joint_inputs(batch, needs)
