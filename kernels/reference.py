@@ -123,17 +123,18 @@ def _chunk_scores(q: Tensor, p: Tensor, similarity: str) -> Tensor:
         (B, C) fp32 scores.
     """
     p = p.float()
+    # (C, .) @ (., B) then a transposed view: measurably faster than q @ p.T with MKL for small B
     if similarity == "maxsim":
         B, M, D = q.shape
         C, Mp = p.shape[0], p.shape[1]
-        tok = q.reshape(B * M, D) @ p.reshape(C * Mp, D).T  # (B*M, C*M')
-        return tok.view(B, M, C, Mp).amax(dim=-1).sum(dim=1)  # (B, C)
+        tok = p.reshape(C * Mp, D) @ q.reshape(B * M, D).T  # (C*M', B*M)
+        return tok.view(C, Mp, B, M).amax(dim=1).sum(dim=-1).T  # (B, C)
     p = p.reshape(p.shape[0], -1)  # (C, D')
-    s = q @ p.T  # (B, C)
+    s = p @ q.T  # (C, B)
     if similarity != "dot":
         inv_norm = torch.linalg.vector_norm(p, dim=-1).clamp_min(1e-12).reciprocal()  # (C,)
-        s.mul_(inv_norm)
-    return s
+        s.mul_(inv_norm[:, None])
+    return s.T  # (B, C) view
 
 
 def prepare_queries(queries: Tensor, similarity: str) -> Tensor:
