@@ -160,6 +160,8 @@ def load_grid(path: str | Path) -> Grid:
     if not retrieval_only and not any(m in names for m in USEFULNESS):
         names.append("end_to_end")
     variants = {name: MENU[name] for name in names}
+    if retrieval_only:  # no generator signal: the frozen row is simply the untrained retriever
+        variants["frozen"] = {"trainer.max_steps": 0}
     extra = spec.get("variants") or {}
     if not isinstance(extra, dict) or not all(isinstance(v, dict) for v in extra.values()):
         raise GridError(f"{path}: ablation.variants must map names to override mappings")

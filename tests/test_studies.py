@@ -23,7 +23,8 @@ def test_smoke_ablation_runs_and_resumes(tmp_path, monkeypatch):
     out = tmp_path / "out"
     for name in ("results.md", "results.csv", "results.png"):
         assert (out / name).stat().st_size > 0
-    rows = list(csv.DictReader(open(out / "results.csv")))
+    with open(out / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
     variants = {r["variant"] for r in rows}
     assert {
         "frozen",

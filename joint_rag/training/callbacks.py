@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import time
+
 import pytorch_lightning as pl
 
 
@@ -75,3 +78,34 @@ class IndexRefresh(pl.Callback):
     def load_state_dict(self, state_dict: dict) -> None:
         self.last_refresh_step = state_dict.get("last_refresh_step")
         self.refreshes = state_dict.get("refreshes", 0)
+
+
+class LogProgress(pl.Callback):
+    """Print one line every ``every_n_steps`` training steps (loss, stage, seconds per step)
+    when output is not a terminal (log files, CI), where rich's live bars do not render."""
+
+    def __init__(self, every_n_steps: int = 10, only_without_tty: bool = True) -> None:
+        self.every_n_steps = max(1, every_n_steps)
+        self.only_without_tty = only_without_tty
+        self._t0 = 0.0
+        self._last = 0.0
+
+    def _active(self) -> bool:
+        return not (self.only_without_tty and sys.stdout.isatty())
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module) -> None:
+        self._t0 = self._last = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        step = trainer.global_step
+        if not self._active() or step % self.every_n_steps:
+            return
+        now = time.perf_counter()
+        loss = trainer.callback_metrics.get("train/loss")
+        stage = "pretrain" if getattr(pl_module, "in_pretraining", False) else "joint"
+        print(
+            f"[train] step {step}/{trainer.max_steps} ({stage}) loss {float(loss) if loss is not None else float('nan'):.4f} "
+            f"{(now - self._last) / self.every_n_steps:.2f} s/step, {now - self._t0:.0f} s elapsed",
+            flush=True,
+        )
+        self._last = now
