@@ -28,6 +28,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -109,9 +110,13 @@ def export_checkpoint(
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling/format error means "not a usable checkpoint"
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if ln.startswith("Unsupported")), lines[0] if lines else "")
+        if "weights_only" in detail:  # torch's advice to unpickle unsafely is not ours
+            detail = "it holds objects other than tensors and plain containers"
         raise ExportError(
-            f"checkpoint {ckpt} cannot be read as a weights-only checkpoint ({type(err).__name__}: {err}); "
-            "it is not a Lightning checkpoint or holds pickled objects (never loaded unsafely)"
+            f"checkpoint {ckpt} is not a readable weights-only checkpoint ({type(err).__name__}: {detail}); "
+            "pass a .ckpt written by `jrag fit` (checkpoints are never unpickled with weights_only=False)"
         ) from err
     if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
         raise ExportError(f"checkpoint {ckpt} has no 'state_dict'; pass a checkpoint written by `jrag fit`")
@@ -150,7 +155,9 @@ def build_module_from_config(config_path: Path) -> tuple[nn.Module, Corpus]:
             path = Path(tmp) / CONFIG_FILE
             path.write_text(yaml.safe_dump({k: v for k, v in raw.items() if k not in RUN_ONLY_KEYS}))
         try:
-            cli = make_cli(["-c", str(path)], run=False)
+            with warnings.catch_warnings():  # `jrag export`'s own sys.argv is not for LightningCLI
+                warnings.filterwarnings("ignore", message=".*args parameter is intended.*")
+                cli = make_cli(["-c", str(path)], run=False)
         except SystemExit as err:
             raise ExportError(f"config {config_path} does not parse (see the message above)") from err
     return cli.model, cli.datamodule.corpus

@@ -1,0 +1,196 @@
+"""Export: checkpoint/module -> self-describing folder; atomic; `jrag export` errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import joint_rag.export as export_mod
+from joint_rag.cli import main, make_cli
+from joint_rag.export import ExportError, export_checkpoint, export_module
+from joint_rag.pipeline import JointRAG
+
+REPO = Path(__file__).resolve().parents[1]
+QUESTIONS = [
+    "Where was Trolstom Collective founded?",
+    "Who is Gosol Nasegi?",
+    "What does Trothas Guild sell?",
+]
+
+
+def _fit_smoke(root: Path):
+    """Two training steps of experiments/smoke.yaml in-process; returns the CLI (model, ckpt)."""
+    cli = make_cli(
+        [
+            "fit",
+            "-c",
+            str(REPO / "experiments" / "smoke.yaml"),
+            f"--trainer.default_root_dir={root}",
+            "--trainer.max_steps=2",
+            "--trainer.val_check_interval=2",
+            "--trainer.limit_val_batches=1",
+            "--data.source.init_args.num_entities=12",
+        ]
+    )
+    ckpts = sorted(root.rglob("*.ckpt"))
+    assert ckpts, "fit should write a checkpoint"
+    return cli, ckpts[-1]
+
+
+def test_export_checkpoint_matches_trained_module(tmp_path):
+    cli, ckpt = _fit_smoke(tmp_path / "run")
+    out = export_checkpoint(
+        ckpt, tmp_path / "export", metrics={"before": {"val/em": 0.0}, "after": {"val/em": 0.25}}
+    )
+    module = cli.model.eval()
+    module.build_index(show_progress=False)
+    rag = JointRAG.from_pretrained(out)
+    s_mod, ids_mod = module.search(QUESTIONS, None, 5)
+    s_rag, ids_rag = rag.search(QUESTIONS, None, 5)
+    assert ids_mod == ids_rag and torch.equal(s_mod, s_rag)
+    ranked, cands = module.rank(QUESTIONS, None)
+    assert [r["answer"] for r in rag.answer(QUESTIONS)] == module.answer_from_candidates(
+        QUESTIONS, None, cands
+    )
+    assert [[pid for pid, _ in row] for row in rag.retrieve(QUESTIONS, k=5)] == [r[:5] for r in ranked]
+    manifest = json.loads((out / "joint_rag.json").read_text())
+    assert manifest["trained_steps"] == 2
+    assert (out / "config.yaml").is_file(), "the run's config.yaml is found next to the checkpoint and copied"
+    assert "| val/em | 0.0000 | 0.2500 |" in (out / "README.md").read_text()
+
+
+def test_export_layout_manifest_and_no_pickle(tiny_module, tmp_path):
+    module, data = tiny_module()
+    out = export_module(module, tmp_path / "exp", data.corpus, config=REPO / "experiments" / "smoke.yaml")
+    for rel in (
+        "joint_rag.json",
+        "README.md",
+        "config.yaml",
+        "corpus.jsonl",
+        "corpus_memory.safetensors",
+        "compressor/compressor.json",
+        "compressor/extras.safetensors",
+        "compressor/model.safetensors",
+        "compressor/tokenizer_config.json",
+        "query_encoder/compressor.json",
+        "generator/generator.json",
+        "generator/model.safetensors",
+        "index/index.faiss",
+        "index/meta.json",
+    ):
+        assert (out / rel).is_file(), rel
+    suffixes = {p.suffix for p in out.rglob("*") if p.is_file()}
+    assert not suffixes & {".bin", ".pt", ".pth", ".pkl", ".ckpt"}, suffixes
+    manifest = json.loads((out / "joint_rag.json").read_text())
+    assert manifest["format_version"] == export_mod.FORMAT_VERSION
+    assert (manifest["K"], manifest["M"], manifest["num_candidates"]) == (2, 2, 4)
+    assert manifest["similarity"] == "flat_cosine" and manifest["num_passages"] == len(data.corpus)
+    assert set(manifest["versions"]) >= {"joint_rag", "torch", "transformers", "faiss"}
+    assert "Question: {question}" in manifest["prompt_template"] and manifest["created_at"]
+    comp = json.loads((out / "compressor" / "compressor.json").read_text())
+    assert comp["num_memory_tokens"] == 2 and comp["projector"] == "own" and comp["output_dim"] == 32
+    assert json.loads((out / "query_encoder" / "compressor.json").read_text())["projector"] == "compressor"
+    gen = json.loads((out / "generator" / "generator.json").read_text())
+    assert gen["mode"] == "memory" and gen["max_new_tokens"] == 3
+    lines = (out / "corpus.jsonl").read_text().splitlines()
+    assert len(lines) == len(data.corpus) and json.loads(lines[0])["_id"] == data.corpus[0].passage_id
+    assert "No evaluation was recorded" in (out / "README.md").read_text()
+
+
+def test_shared_query_encoder_round_trip(tiny_module, tmp_path):
+    module, data = tiny_module(query_encoder="shared")
+    out = export_module(module, tmp_path / "exp", data.corpus)
+    assert json.loads((out / "query_encoder" / "compressor.json").read_text()) == {"shared": True}
+    rag = JointRAG.from_pretrained(out)
+    assert rag.query_encoder is rag.compressor
+    module.eval().build_index(show_progress=False)
+    assert torch.equal(module.search(QUESTIONS, None, 4)[0], rag.search(QUESTIONS, None, 4)[0])
+
+
+def test_lora_adapters_are_merged(tiny_module, tmp_path):
+    from joint_rag.models import Compressor, Generator
+
+    module, data = tiny_module(
+        compressor=Compressor("tiny-bert", num_memory_tokens=2, max_length=48, lora_rank=2),
+        generator=Generator("tiny-llama", train_mode="lora", lora_rank=2, max_new_tokens=3),
+    )
+    with torch.no_grad():  # make the adapters matter (LoRA B starts at zero)
+        for name, p in module.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    out = export_module(module, tmp_path / "exp", data.corpus)
+    assert hasattr(module.generator.model, "merge_and_unload"), "export must not merge the live module"
+    assert "lora" not in (out / "generator" / "config.json").read_text()
+    rag = JointRAG.from_pretrained(out)
+    assert not any("lora" in n for n, _ in rag.named_parameters())
+    module.eval().build_index(show_progress=False)
+    s_mod, ids_mod = module.search(QUESTIONS, None, 4)
+    s_rag, ids_rag = rag.search(QUESTIONS, None, 4)
+    assert ids_mod == ids_rag and torch.allclose(s_mod, s_rag, atol=1e-5)  # merged: equal up to rounding
+    with torch.no_grad():
+        memory = torch.randn(1, 2, 2, 32)
+        logits = [m.generator(QUESTIONS[:1], ["x"], memory=memory).token_logprobs for m in (module, rag)]
+    assert torch.allclose(*logits, atol=1e-4)
+
+
+def test_failed_export_leaves_nothing(tiny_module, tmp_path, monkeypatch):
+    module, data = tiny_module()
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(export_mod, "write_corpus", boom)  # fails after the models were written
+    target = tmp_path / "new" / "deeper" / "exp"
+    with pytest.raises(RuntimeError, match="disk full"):
+        export_module(module, target, data.corpus)
+    assert not (tmp_path / "new").exists(), "no output folder, temporary folder or created parent is left"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_is_refused_then_overwritten(tiny_module, tmp_path):
+    module, data = tiny_module()
+    out = tmp_path / "exp"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(ExportError, match="already exists"):
+        export_module(module, out, data.corpus)
+    assert (out / "keep.txt").read_text() == "mine"
+    export_module(module, out, data.corpus, overwrite=True)
+    assert not (out / "keep.txt").exists() and (out / "joint_rag.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
+
+
+def test_cli_export_missing_ckpt_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "exp"
+    with pytest.raises(SystemExit) as info:
+        main(["export", "--ckpt", str(tmp_path / "missing.ckpt"), "--out", str(out)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "missing.ckpt" in err and "no such file" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_export_rejects_garbage_ckpt(tmp_path, capsys):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    cfg = REPO / "experiments" / "smoke.yaml"
+    with pytest.raises(SystemExit) as info:
+        main(["export", "--ckpt", str(bad), "--config", str(cfg), "--out", str(tmp_path / "exp")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "bad.ckpt" in err[-1] and "weights_only=False" in err[-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.ckpt"]
+
+
+def test_cli_export_without_config_says_what_to_pass(tmp_path, capsys):
+    ckpt = tmp_path / "a" / "b" / "c" / "d" / "x.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"state_dict": {}}, ckpt)
+    with pytest.raises(SystemExit) as info:
+        main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "exp")])
+    assert info.value.code == 2
+    assert "--config" in capsys.readouterr().err
+    assert not (tmp_path / "exp").exists()
