@@ -217,3 +217,23 @@ def test_cli_answer_prints_answer_and_passages(exported, capsys):
     expected = JointRAG.from_pretrained(exported).answer(QUESTIONS[:1])[0]
     assert "Q: Where was Trolstom Collective founded?" in out and "A:" in out
     assert all(p["id"] in out for p in expected["passages"])
+
+
+def test_answer_latency_benchmark_smoke(exported, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("answer_latency", REPO / "benchmarks" / "answer_latency.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "lat.json"
+    args = ["--model", str(exported), "--repeats", "1", "--warmup", "0", "--max-new-tokens", "2"]
+    assert bench.main([*args, "--passage-tokens", "32", "--m-values", "1,4", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [r["name"] for r in result["rows"]] == [
+        "text",
+        "memory_trained_M2",
+        "memory_random_M1",
+        "memory_random_M4",
+    ]
+    assert result["setup"]["passage_tokens_mean"] == 32 and result["machine"]["cpu_count"]
+    assert set(result["ratios"]) == {"memory_trained_M2", "memory_random_M1", "memory_random_M4"}
