@@ -71,8 +71,8 @@ def choose_config(similarity: str, B: int, k: int, dtype: torch.dtype, m: int = 
     still cross tile and split boundaries).
     """
     k_pad = max(4, _pow2(k))
-    wide = 16 if dtype == torch.float32 else 0  # fp32 tiles are twice the bytes: halve BLOCK_D
-    block_d = 64 - wide
+    fp32 = dtype == torch.float32
+    block_d = 32 if fp32 else 64  # fp32 tiles are twice the bytes: halve BLOCK_D
     if similarity == "maxsim":
         m_pad, mp_pad = _pow2(m), _pow2(mp)
         block_b = max(1, 64 // m_pad, -(-16 // m_pad))
@@ -85,7 +85,7 @@ def choose_config(similarity: str, B: int, k: int, dtype: torch.dtype, m: int = 
             block_b = 16
         block_n = max(64, k_pad)
         warps = 8 if block_b * block_n >= 64 * 128 or k_pad >= 128 else 4
-        cfg = TopkConfig(k_pad, block_b, block_n, block_d, num_warps=warps, num_stages=3 if not wide else 2)
+        cfg = TopkConfig(k_pad, block_b, block_n, block_d, num_warps=warps, num_stages=2 if fp32 else 3)
     if interpreting():  # small tiles: fast tests that still cross tile and split boundaries
         sub_n = max(1, 16 // _pow2(mp)) if similarity == "maxsim" else 0
         block_b = max(1, 16 // _pow2(m)) if similarity == "maxsim" else 16

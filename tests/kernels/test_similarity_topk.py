@@ -25,7 +25,7 @@ from joint_rag.kernels import (  # noqa: E402
     similarity_topk_torch,
     similarity_topk_triton,
 )
-from joint_rag.kernels.launcher import pack_keys, unpack_keys  # noqa: E402
+from joint_rag.kernels.launcher import choose_config, pack_keys, unpack_keys  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -146,6 +146,31 @@ def test_row_topk_variants_agree(monkeypatch, impl):
     got = similarity_topk_triton(q, p, 3, num_splits=1)
     assert torch.equal(got[1], want[1])
     torch.testing.assert_close(got[0], want[0])
+
+
+@pytest.mark.parametrize("sim", SIMS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_compiled_config_table_is_valid(monkeypatch, sim, dtype):
+    """The GPU table (not used by the interpreter): powers of two, tl.dot dims >= 16,
+    merged tiles at least as wide as the running top-k."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    pow2 = lambda x: x > 0 and x & (x - 1) == 0  # noqa: E731
+    for B, k, m, mp in [
+        (1, 1, 1, 1),
+        (16, 10, 4, 8),
+        (300, 100, 16, 32),
+        (4096, 128, 3, 200),
+        (64, 256, 32, 2),
+    ]:
+        cfg = choose_config(sim, B, k, dtype, m, mp)
+        assert all(pow2(v) for v in (cfg.k_pad, cfg.block_b, cfg.block_n, cfg.block_d)), cfg
+        assert cfg.k_pad >= k and cfg.block_n >= cfg.k_pad and cfg.block_d >= 16
+        if sim == "maxsim":
+            assert pow2(cfg.sub_n) and cfg.block_n % cfg.sub_n == 0
+            m_pad, mp_pad = 1 << (m - 1).bit_length(), 1 << (mp - 1).bit_length()
+            assert cfg.block_b * m_pad >= 16 and cfg.sub_n * mp_pad >= 16  # tl.dot rows, columns
+        else:
+            assert cfg.block_b >= 16 and cfg.block_n >= 16
 
 
 def test_pack_keys_order_and_roundtrip():

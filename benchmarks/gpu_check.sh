@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# One-shot GPU check of the fused similarity + top-k kernel (joint_rag.kernels), for a session
+# that has a CUDA GPU. Runs the gpu-marked tests, then the CUDA benchmark sweep; everything is
+# written under $OUT (default benchmarks/results):
+#   gpu_info.txt, gpu_tests.log, similarity_topk_<h100|h200|...>.json, gpu_bench.log
+# Usage:  OUT=/some/dir bash benchmarks/gpu_check.sh [all|tests|bench]
+# Knobs:  PY (python to use), TEST_TIMEOUT (s, default 240), BENCH_BUDGET (s of sweep, default 200),
+#         BENCH_ARGS (extra benchmark arguments, e.g. --quick).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+OUT="${OUT:-benchmarks/results}"
+mkdir -p "$OUT"
+WHAT="${1:-all}"
+PY="${PY:-python}"
+if ! "$PY" -c "import torch" 2>/dev/null && [ -x .venv/bin/python ]; then PY=.venv/bin/python; fi
+
+# joint_rag.kernels is kernels/ through setup.cfg's package_dir; without an install, import it
+# through a shim package (no pip, no network).
+if ! "$PY" -c "import joint_rag.kernels" 2>/dev/null; then
+  SHIM="$(mktemp -d)"
+  mkdir -p "$SHIM/joint_rag"
+  ln -s "$ROOT/kernels" "$SHIM/joint_rag/kernels"
+  printf '__path__.append(%s)\n' "'$ROOT/joint_rag'" > "$SHIM/joint_rag/__init__.py"
+  export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}"
+fi
+unset TRITON_INTERPRET
+
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  "$PY" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+  "$PY" -c "import faiss; print('faiss', faiss.__version__, 'gpu' if hasattr(faiss, 'StandardGpuResources') else 'cpu-only')" 2>&1 | tail -1
+} > "$OUT/gpu_info.txt" 2>&1
+cat "$OUT/gpu_info.txt"
+
+rc=0
+if [ "$WHAT" = all ] || [ "$WHAT" = tests ]; then
+  timeout "${TEST_TIMEOUT:-240}" "$PY" -m pytest -q -m gpu tests/kernels/test_similarity_topk.py \
+    2>&1 | tee "$OUT/gpu_tests.log" | tail -25
+  rc=${PIPESTATUS[0]}
+  echo "gpu tests exit code: $rc" | tee -a "$OUT/gpu_tests.log"
+fi
+if [ "$WHAT" = all ] || [ "$WHAT" = bench ]; then
+  # the JSON is rewritten after every row, so a timeout keeps what was measured
+  timeout "$(( ${BENCH_BUDGET:-200} + 90 ))" "$PY" benchmarks/similarity_topk.py --device cuda \
+    --budget-s "${BENCH_BUDGET:-200}" --out-dir "$OUT" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/gpu_bench.log" | tail -8
+  brc=${PIPESTATUS[0]}
+  echo "benchmark exit code: $brc" | tee -a "$OUT/gpu_bench.log"
+  [ "$rc" -eq 0 ] && rc=$brc
+fi
+exit "$rc"
