@@ -52,12 +52,8 @@ COMPRESSOR_DIR, QUERY_ENCODER_DIR, GENERATOR_DIR, INDEX_DIR = (
     "index",
 )
 COMPRESSOR_JSON, GENERATOR_JSON, EXTRAS = "compressor.json", "generator.json", "extras.safetensors"
-CORPUS_FILE, MEMORY_FILE, CONFIG_FILE, CARD_FILE = (
-    "corpus.jsonl",
-    "corpus_memory.safetensors",
-    "config.yaml",
-    "README.md",
-)
+CORPUS_FILE, MEMORY_FILE = "corpus.jsonl", "corpus_memory.safetensors"
+CONFIG_FILE, CARD_FILE = "config.yaml", "README.md"
 RUN_ONLY_KEYS = ("ckpt_path", "weights_only", "verbose", "return_predictions")
 
 
@@ -101,12 +97,9 @@ def export_checkpoint(
         raise ExportError(f"checkpoint {ckpt}: no such file; pass the .ckpt written by `jrag fit`")
     _check_out_dir(Path(out_dir), overwrite)
     cfg = Path(config_path) if config_path is not None else find_config(ckpt)
-    if cfg is None:
-        raise ExportError(
-            f"no config.yaml found next to {ckpt} or in its parent folders; pass the experiment config (--config)"
-        )
-    if not cfg.is_file():
-        raise ExportError(f"config {cfg}: no such file")
+    if cfg is None or not cfg.is_file():
+        where = f"config {cfg}: no such file" if cfg else f"no config.yaml found next to {ckpt} or above it"
+        raise ExportError(f"{where}; pass the experiment config (--config)")
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling/format error means "not a usable checkpoint"
@@ -255,22 +248,11 @@ def _save_compressor(comp: nn.Module, folder: Path, projector: str) -> None:
         for name, t in comp.projector.state_dict().items():
             extras[f"projector.{name}"] = t.detach().cpu().contiguous()
     save_file(extras, folder / EXTRAS)
-    _write_json(
-        folder / COMPRESSOR_JSON,
-        {
-            "shared": False,
-            "num_memory_tokens": comp.num_memory_tokens,
-            "max_length": comp.max_length,
-            "projector_layers": comp.projector_layers,
-            "retrieval": comp.retrieval_mode,
-            "output_dim": comp.output_dim,
-            "projector": projector,
-            "is_decoder": bool(comp.is_decoder),
-            "backbone_hidden": int(comp.hidden),
-            "trained_from": str(comp.backbone_spec),
-            "lora_rank_merged": int(comp.lora_rank),
-        },
-    )
+    fields = ("num_memory_tokens", "max_length", "projector_layers", "output_dim")
+    cfg = {"shared": False, **{f: getattr(comp, f) for f in fields}, "retrieval": comp.retrieval_mode}
+    cfg |= {"projector": projector, "is_decoder": bool(comp.is_decoder), "backbone_hidden": int(comp.hidden)}
+    cfg["lora_rank_merged"] = comp.lora_rank
+    _write_json(folder / COMPRESSOR_JSON, {**cfg, "trained_from": str(comp.backbone_spec)})
 
 
 def _save_generator(gen: nn.Module, folder: Path) -> None:
@@ -278,20 +260,17 @@ def _save_generator(gen: nn.Module, folder: Path) -> None:
     folder.mkdir()
     _merged(gen.model).save_pretrained(folder, safe_serialization=True)
     gen.tokenizer.save_pretrained(folder)
-    _write_json(
-        folder / GENERATOR_JSON,
-        {
-            "mode": gen.mode,
-            "max_new_tokens": gen.max_new_tokens,
-            "max_passage_tokens": gen.max_passage_tokens,
-            "max_answer_tokens": gen.max_answer_tokens,
-            "system_prompt": gen.system_prompt,
-            "use_chat_template": bool(gen.use_chat_template),
-            "hidden_size": gen.hidden_size,
-            "trained_from": str(gen.backbone_spec),
-            "train_mode": gen.train_mode,
-        },
+    fields = (
+        "mode",
+        "max_new_tokens",
+        "max_passage_tokens",
+        "max_answer_tokens",
+        "system_prompt",
+        "train_mode",
     )
+    cfg = {f: getattr(gen, f) for f in fields} | {"use_chat_template": bool(gen.use_chat_template)}
+    cfg |= {"hidden_size": gen.hidden_size, "trained_from": str(gen.backbone_spec)}
+    _write_json(folder / GENERATOR_JSON, cfg)
 
 
 def write_corpus(corpus: Corpus, path: Path) -> None:
@@ -317,13 +296,7 @@ def _manifest(module: nn.Module, corpus: Corpus, memory, retrieval, step: int) -
     return {
         "format_version": FORMAT_VERSION,
         "library": "joint_rag",
-        "versions": {
-            "joint_rag": joint_rag.__version__,
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "faiss": faiss.__version__,
-            "safetensors": safetensors.__version__,
-        },
+        "versions": {m.__name__: m.__version__ for m in (joint_rag, torch, transformers, faiss, safetensors)},
         "K": K,
         "M": M,
         "similarity": module.similarity,
@@ -339,52 +312,59 @@ def _manifest(module: nn.Module, corpus: Corpus, memory, retrieval, step: int) -
     }
 
 
+_CARD = """# {name}
+
+A retriever (compressor + query encoder) and a generator trained jointly with joint-rag {version}:
+the generator reads the top-K retrieved passages ({mode}) and its answer loss trained the
+retrieval embeddings through a differentiable top-k.
+
+## Use
+
+```python
+from joint_rag import JointRAG
+
+rag = JointRAG.from_pretrained("{name}")
+rag.answer(["your question"])  # [{{"answer": ..., "passages": [{{id, title, text, score}}, ...]}}]
+```
+
+or `jrag answer --model {name} "your question"`.
+
+## System
+
+| setting | value |
+|---|---|
+{settings}
+
+## Evaluation
+
+{evaluation}
+
+## Files
+
+Safetensors and JSON only, no pickle; the layout is described in `joint_rag/export.py`.
+
+## Prompt
+
+```
+{prompt}
+```
+"""
+
+
 def model_card(manifest: dict[str, Any], metrics: dict[str, Any] | None, name: str) -> str:
     """README.md: what the folder holds, how to use it, and the evaluation table."""
-    lines = [
-        f"# {name}",
-        "",
-        "A retriever (compressor + query encoder) and a generator trained jointly with "
-        f"joint-rag {manifest['versions']['joint_rag']}: the generator reads the top-K passages as "
-        "compressed memory and its answer loss trained the retrieval embeddings.",
-        "",
-        "## Use",
-        "",
-        "```python",
-        "from joint_rag import JointRAG",
-        "",
-        f'rag = JointRAG.from_pretrained("{name}")',
-        'rag.answer(["your question"])  # [{"answer": ..., "passages": [{id, title, text, score}, ...]}]',
-        "```",
-        "",
-        f'or `jrag answer --model {name} "your question"`.',
-        "",
-        "## System",
-        "",
-        "| setting | value |",
-        "|---|---|",
-    ]
-    for key in ("K", "M", "similarity", "num_candidates", "query_encoder", "generator_mode", "num_passages"):
-        lines.append(f"| {key} | {manifest[key]} |")
-    lines += ["", "## Evaluation", ""]
-    lines += metrics_table(metrics) if metrics else ["No evaluation was recorded with this export."]
-    lines += [
-        "",
-        "## Files",
-        "",
-        "`joint_rag.json` (manifest), `compressor/` and `query_encoder/` (Hugging Face backbone + "
-        "`extras.safetensors` + `compressor.json`), `generator/` (Hugging Face causal LM + "
-        "`generator.json`), `index/` (faiss flat index), `corpus.jsonl`, `corpus_memory.safetensors`"
-        ", `config.yaml` (experiment config, when recorded). Safetensors and JSON only.",
-        "",
-        "## Prompt",
-        "",
-        "```",
-        manifest["prompt_template"],
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
+    keys = ("K", "M", "similarity", "num_candidates", "query_encoder", "generator_mode", "num_passages")
+    mode = "as compressed memory" if manifest["generator_mode"] == "memory" else "as text"
+    return _CARD.format(
+        name=name,
+        version=manifest["versions"]["joint_rag"],
+        mode=mode,
+        settings="\n".join(f"| {k} | {manifest[k]} |" for k in keys),
+        evaluation="\n".join(metrics_table(metrics))
+        if metrics
+        else "No evaluation was recorded with this export.",
+        prompt=manifest["prompt_template"],
+    )
 
 
 def metrics_table(metrics: dict[str, Any]) -> list[str]:
@@ -456,12 +436,8 @@ def _fix_permissions(folder: Path) -> None:
     """mkdtemp and safetensors create owner-only entries; give the export the usual umask modes."""
     umask = os.umask(0)
     os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-    for root, dirs, files in os.walk(folder):
-        for d in dirs:
-            os.chmod(os.path.join(root, d), 0o777 & ~umask)
-        for f in files:
-            os.chmod(os.path.join(root, f), 0o666 & ~umask)
+    for p in [folder, *folder.rglob("*")]:
+        p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
 
 
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
