@@ -130,6 +130,93 @@ def _unit_stride(x: Tensor) -> Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
+def _prepare(queries: Tensor, passages: Tensor, similarity: str) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Kernel operands: same dtype, unit stride along D; cosine gets unit queries and 1/||p||.
+
+    Returns:
+        q (B, D') or (B, M, D), p (N, D') or (N, M', D), p_scale (N,) fp32 or None.
+    """
+    if interpreting() and torch.bfloat16 in (queries.dtype, passages.dtype):
+        # the interpreter (numpy) misreads bf16 tensors: compare bf16 after conversion there
+        queries, passages = queries.float(), passages.float()
+    dtype, p_scale = passages.dtype, None
+    q, p = queries, passages
+    if similarity == "flat_cosine":
+        q, p = q.flatten(1), p.reshape(p.shape[0], -1)  # (B, M*D), (N, M*D)
+    if similarity in ("cosine", "flat_cosine"):
+        q = F.normalize(q.float(), dim=-1)  # (B, D') unit queries
+        p_scale = _inv_norms(p)  # (N,)
+    return _unit_stride(q.to(dtype)), _unit_stride(p), p_scale
+
+
+def _launch(
+    mod: ModuleType,
+    similarity: str,
+    q: Tensor,
+    p: Tensor,
+    p_scale: Tensor | None,
+    cfg: TopkConfig,
+    num_splits: int | None,
+) -> Tensor:
+    """One kernel launch; returns the per-split keys (B, splits * K_PAD)."""
+    B, N = q.shape[0], p.shape[0]
+    precision = "ieee" if p.dtype == torch.float32 else None
+    splits, n_per_split = choose_splits(N, B, cfg, q.device, num_splits)
+    out = torch.empty((B, splits, cfg.k_pad), dtype=torch.long, device=q.device)  # (B, S, K_PAD) keys
+    grid = (-(-B // cfg.block_b) * splits,)
+    launch = {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+    if similarity == "maxsim":
+        m, mp = q.shape[1], p.shape[1]
+        mod.maxsim_topk_kernel[grid](
+            q, p, out, B, N, q.shape[2], m, mp, q.stride(0), q.stride(1), p.stride(0), p.stride(1),
+            n_per_split, splits, DOT_PRECISION=precision, K_PAD=cfg.k_pad, BLOCK_B=cfg.block_b,
+            BLOCK_N=cfg.block_n, SUB_N=cfg.sub_n, BLOCK_D=cfg.block_d, M_PAD=_pow2(m), MP_PAD=_pow2(mp),
+            GROUP_B=cfg.group_b, **launch,
+        )  # fmt: skip
+    else:
+        mod.dot_topk_kernel[grid](
+            q, p, p_scale if p_scale is not None else out, out, B, N, q.shape[1], q.stride(0), p.stride(0),
+            n_per_split, splits, HAS_P_SCALE=p_scale is not None, DOT_PRECISION=precision, K_PAD=cfg.k_pad,
+            BLOCK_B=cfg.block_b, BLOCK_N=cfg.block_n, BLOCK_D=cfg.block_d, GROUP_B=cfg.group_b, **launch,
+        )  # fmt: skip
+    return out.view(B, splits * cfg.k_pad)
+
+
+AUTOTUNE_ENV = "JOINT_RAG_TRITON_AUTOTUNE"
+_TUNED: dict[tuple, TopkConfig] = {}
+
+
+def candidate_configs(base: TopkConfig, similarity: str) -> list[TopkConfig]:
+    """Variants of a table config tried by the GPU autotuner (warps, stages, queries per block)."""
+    out = [base]
+    block_bs = (base.block_b,) if similarity == "maxsim" else (16, 32, 64) if base.k_pad <= 64 else (16, 32)
+    for block_b in block_bs:
+        for warps in (4, 8):
+            for stages in (2, 3, 4):
+                cfg = replace(base, block_b=block_b, num_warps=warps, num_stages=stages)
+                if cfg not in out:
+                    out.append(cfg)
+    return out
+
+
+def _autotuned(key: tuple, base: TopkConfig, similarity: str, run) -> TopkConfig:
+    """Fastest candidate for ``key`` by ``triton.testing.do_bench`` (CUDA only), cached per process;
+    candidates that fail to compile or launch are skipped."""
+    if key not in _TUNED:
+        from triton.testing import do_bench
+
+        best, best_ms = base, float("inf")
+        for cfg in candidate_configs(base, similarity):
+            try:
+                ms = do_bench(lambda cfg=cfg: run(cfg), warmup=5, rep=20)
+            except Exception:  # out of resources for this config: try the next one
+                continue
+            if ms < best_ms:
+                best, best_ms = cfg, ms
+        _TUNED[key] = best
+    return _TUNED[key]
+
+
 @torch.no_grad()
 def similarity_topk_triton(
     queries: Tensor,
@@ -139,6 +226,7 @@ def similarity_topk_triton(
     *,
     num_splits: int | None = None,
     config: TopkConfig | None = None,
+    autotune: bool | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Fused similarity + top-k with the Triton kernels (CUDA tensors, or the interpreter).
 
@@ -148,6 +236,8 @@ def similarity_topk_triton(
         k: passages to keep per query (1..MAX_K); k > N returns all N.
         similarity: "dot", "cosine", "flat_cosine" or "maxsim".
         num_splits: passage splits (default: fill the GPU); config: override ``choose_config``.
+        autotune: on CUDA, time ``candidate_configs`` once per shape bucket and keep the fastest
+            (default: $JOINT_RAG_TRITON_AUTOTUNE=1); otherwise the fixed table.
 
     Returns:
         scores (B, min(k, N)) fp32 sorted descending, indices (B, min(k, N)) int64.
@@ -164,44 +254,19 @@ def similarity_topk_triton(
         )
     B, N = queries.shape[0], passages.shape[0]
     k = min(k, N)
-    device = queries.device
     if N == 0:
-        return torch.empty((B, 0), device=device), torch.empty((B, 0), dtype=torch.long, device=device)
+        return torch.empty((B, 0), device=queries.device), torch.empty(
+            (B, 0), dtype=torch.long, device=queries.device
+        )
     mod = kernels_module()
-    if interpreting() and torch.bfloat16 in (queries.dtype, passages.dtype):
-        # the interpreter (numpy) misreads bf16 tensors: compare bf16 after conversion there
-        queries, passages = queries.float(), passages.float()
-    dtype = passages.dtype
-    precision = "ieee" if dtype == torch.float32 else None
-    m = queries.shape[1] if similarity == "maxsim" else 1
-    mp = passages.shape[1] if similarity == "maxsim" else 1
-    cfg = config or choose_config(similarity, B, k, dtype, m, mp)
-    splits, n_per_split = choose_splits(N, B, cfg, device, num_splits)
-    out = torch.empty((B, splits, cfg.k_pad), dtype=torch.long, device=device)  # (B, S, K_PAD) keys
-    grid = (-(-B // cfg.block_b) * splits,)
-    launch = {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
-    if similarity == "maxsim":
-        q = _unit_stride(queries.to(dtype))  # (B, M, D)
-        p = _unit_stride(passages)  # (N, M', D)
-        mod.maxsim_topk_kernel[grid](
-            q, p, out, B, N, q.shape[2], m, mp, q.stride(0), q.stride(1), p.stride(0), p.stride(1),
-            n_per_split, splits, DOT_PRECISION=precision, K_PAD=cfg.k_pad, BLOCK_B=cfg.block_b,
-            BLOCK_N=cfg.block_n, SUB_N=cfg.sub_n, BLOCK_D=cfg.block_d, M_PAD=_pow2(m), MP_PAD=_pow2(mp),
-            GROUP_B=cfg.group_b, **launch,
-        )  # fmt: skip
-    else:
-        q, p = queries, passages
-        if similarity == "flat_cosine":
-            q, p = q.flatten(1), p.reshape(N, -1)  # (B, M*D), (N, M*D)
-        p_scale = None
-        if similarity != "dot":
-            q = F.normalize(q.float(), dim=-1)  # (B, D') unit queries
-            p_scale = _inv_norms(p)  # (N,)
-        q, p = _unit_stride(q.to(dtype)), _unit_stride(p)
-        mod.dot_topk_kernel[grid](
-            q, p, p_scale if p_scale is not None else out, out, B, N, q.shape[1], q.stride(0), p.stride(0),
-            n_per_split, splits, HAS_P_SCALE=p_scale is not None, DOT_PRECISION=precision, K_PAD=cfg.k_pad,
-            BLOCK_B=cfg.block_b, BLOCK_N=cfg.block_n, BLOCK_D=cfg.block_d, GROUP_B=cfg.group_b, **launch,
-        )  # fmt: skip
-    keys = out.view(B, splits * cfg.k_pad).topk(k, dim=1).values  # (B, k) second pass over splits
-    return unpack_keys(keys)
+    q, p, p_scale = _prepare(queries, passages, similarity)
+    m, mp = (q.shape[1], p.shape[1]) if similarity == "maxsim" else (1, 1)
+    cfg = config or choose_config(similarity, B, k, p.dtype, m, mp)
+    if autotune is None:
+        autotune = os.environ.get(AUTOTUNE_ENV, "0") not in ("", "0")
+    if autotune and config is None and q.is_cuda and not interpreting():
+        key = (similarity, p.dtype, cfg.k_pad, _pow2(B), q.shape[-1], m, mp, N.bit_length(), num_splits)
+        run = lambda c: _launch(mod, similarity, q, p, p_scale, c, num_splits)  # noqa: E731
+        cfg = _autotuned(key, cfg, similarity, run)
+    keys = _launch(mod, similarity, q, p, p_scale, cfg, num_splits)  # (B, S*K_PAD)
+    return unpack_keys(keys.topk(k, dim=1).values)  # (B, k) second pass over splits

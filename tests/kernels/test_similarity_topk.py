@@ -25,7 +25,7 @@ from joint_rag.kernels import (  # noqa: E402
     similarity_topk_torch,
     similarity_topk_triton,
 )
-from joint_rag.kernels.launcher import choose_config, pack_keys, unpack_keys  # noqa: E402
+from joint_rag.kernels.launcher import candidate_configs, choose_config, pack_keys, unpack_keys  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -162,15 +162,16 @@ def test_compiled_config_table_is_valid(monkeypatch, sim, dtype):
         (4096, 128, 3, 200),
         (64, 256, 32, 2),
     ]:
-        cfg = choose_config(sim, B, k, dtype, m, mp)
-        assert all(pow2(v) for v in (cfg.k_pad, cfg.block_b, cfg.block_n, cfg.block_d)), cfg
-        assert cfg.k_pad >= k and cfg.block_n >= cfg.k_pad and cfg.block_d >= 16
-        if sim == "maxsim":
-            assert pow2(cfg.sub_n) and cfg.block_n % cfg.sub_n == 0
-            m_pad, mp_pad = 1 << (m - 1).bit_length(), 1 << (mp - 1).bit_length()
-            assert cfg.block_b * m_pad >= 16 and cfg.sub_n * mp_pad >= 16  # tl.dot rows, columns
-        else:
-            assert cfg.block_b >= 16 and cfg.block_n >= 16
+        base = choose_config(sim, B, k, dtype, m, mp)
+        for cfg in candidate_configs(base, sim):  # the table's config first, then autotune variants
+            assert all(pow2(v) for v in (cfg.k_pad, cfg.block_b, cfg.block_n, cfg.block_d)), cfg
+            assert cfg.k_pad >= k and cfg.block_n >= cfg.k_pad and cfg.block_d >= 16
+            if sim == "maxsim":
+                assert pow2(cfg.sub_n) and cfg.block_n % cfg.sub_n == 0
+                m_pad, mp_pad = 1 << (m - 1).bit_length(), 1 << (mp - 1).bit_length()
+                assert cfg.block_b * m_pad >= 16 and cfg.sub_n * mp_pad >= 16  # tl.dot rows, columns
+            else:
+                assert cfg.block_b >= 16 and cfg.block_n >= 16
 
 
 def test_pack_keys_order_and_roundtrip():
@@ -286,6 +287,17 @@ def test_gpu_kernel_matches_reference(sim, dtype, B, N, k):
     torch.testing.assert_close(scores, ref_s, atol=tol * scale, rtol=0)
     recall = sum(len(set(a) & set(b)) for a, b in zip(indices.tolist(), ref_i.tolist())) / ref_i.numel()
     assert recall >= (0.999 if dtype == torch.float32 else 0.98)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("sim", ["dot", "maxsim"])
+def test_gpu_autotune_matches_fixed_table(sim):
+    q, p = make_inputs(sim, 200, 30_011, D=128, m=4, mp=8, dtype=torch.bfloat16)
+    want = similarity_topk_triton(q, p, 32, sim)
+    got = similarity_topk_triton(q, p, 32, sim, autotune=True)
+    assert torch.equal(got[1], want[1])
+    torch.testing.assert_close(got[0], want[0])
 
 
 @pytest.mark.gpu
