@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from dataclasses import dataclass, replace
 from types import ModuleType
 
@@ -44,16 +45,31 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+def triton_mode() -> str | None:
+    """How the imported triton decorated its own library (tl.cdiv, tl.sort, ...): "interpreted",
+    "compiled", or None when triton is not imported yet. It is fixed at ``import triton``."""
+    tl = sys.modules.get("triton.language")
+    if tl is None:
+        return None
+    return "interpreted" if type(tl.cdiv).__name__ == "InterpretedFunction" else "compiled"
+
+
 def kernels_module() -> ModuleType:
     """The kernel module, decorated for the current TRITON_INTERPRET setting.
 
-    ``@triton.jit`` picks compiled or interpreted at decoration time, and the row top-k helper
-    is picked at import (JOINT_RAG_TRITON_TOPK); if either setting changed since the module was
-    imported (a test set TRITON_INTERPRET later), reload it.
+    ``@triton.jit`` picks compiled or interpreted at decoration time, for triton's own library at
+    ``import triton``. Our kernels are reloaded when TRITON_INTERPRET or JOINT_RAG_TRITON_TOPK
+    changed since they were imported; triton itself cannot be, hence the error.
     """
+    mode = triton_mode()
+    if interpreting() and mode == "compiled":
+        raise RuntimeError(
+            "TRITON_INTERPRET=1 was set after triton was imported (triton's library is compiled-mode); "
+            "set it before anything imports triton, e.g. at the top of the test module, or run in a fresh process"
+        )
     from . import similarity_kernels as mod
 
-    if interpreting() != mod.INTERPRET:
+    if (interpreting(), mod.default_topk_impl()) != (mod.INTERPRET, mod.TOPK_IMPL):
         mod = importlib.reload(mod)
     return mod
 

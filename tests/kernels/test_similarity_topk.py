@@ -9,10 +9,13 @@ gpu-marked tests, bf16 inputs on the torch path here.
 """
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 
-if not torch.cuda.is_available():  # before the kernel module is decorated; launcher reloads it otherwise
+if not torch.cuda.is_available():  # must precede `import triton` (it fixes triton's own library mode)
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
@@ -25,11 +28,24 @@ from joint_rag.kernels import (  # noqa: E402
     similarity_topk_torch,
     similarity_topk_triton,
 )
-from joint_rag.kernels.launcher import candidate_configs, choose_config, pack_keys, unpack_keys  # noqa: E402
+from joint_rag.kernels.launcher import (  # noqa: E402
+    candidate_configs,
+    choose_config,
+    interpreting,
+    pack_keys,
+    triton_mode,
+    unpack_keys,
+)
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
 gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+# Without CUDA the Triton tests need the interpreter, which only works if triton was first imported
+# with TRITON_INTERPRET=1; if another module imported it earlier, they run in a fresh process.
+TRITON_OK = CUDA or (interpreting() and triton_mode() != "compiled")
+needs_triton = pytest.mark.skipif(
+    not TRITON_OK, reason="triton imported compiled-mode: see test_triton_in_fresh_process"
+)
 SIMS = ("dot", "cosine", "flat_cosine", "maxsim")
 
 
@@ -89,6 +105,7 @@ def test_torch_path_half_inputs_accumulate_in_fp32(dtype):
 SHAPES = [(1, 1, 1), (1, 100, 1), (5, 203, 10), (3, 37, 50), (17, 70, 16)]  # (B, N, k): ragged, k > N
 
 
+@needs_triton
 @pytest.mark.parametrize("sim", SIMS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"B{s[0]}-N{s[1]}-k{s[2]}")
@@ -101,6 +118,7 @@ def test_triton_matches_reference(sim, dtype, shape):
     check_topk(q, p, k, sim, scores, indices, tol=tol, exact_recall=not half_cos)
 
 
+@needs_triton
 @pytest.mark.parametrize("sim", ["dot", "maxsim"])
 def test_triton_k128(sim):
     q, p = make_inputs(sim, B=3, N=300, D=32, m=2, mp=4)
@@ -108,6 +126,7 @@ def test_triton_k128(sim):
     check_topk(q, p, 128, sim, scores, indices, tol=1e-5, exact_recall=True)
 
 
+@needs_triton
 @pytest.mark.parametrize("sim", ["cosine", "maxsim"])
 def test_triton_splits_and_d_tail_do_not_change_result(sim):
     q, p = make_inputs(sim, B=20, N=150, D=45, m=2, mp=3)  # D not a multiple of BLOCK_D
@@ -117,6 +136,7 @@ def test_triton_splits_and_d_tail_do_not_change_result(sim):
     torch.testing.assert_close(one[0], many[0])
 
 
+@needs_triton
 @pytest.mark.parametrize("sim", ["dot", "maxsim"])
 def test_ties_prefer_smaller_index(sim):
     q, p = make_inputs(sim, B=4, N=20, D=16, m=2, mp=2)
@@ -130,12 +150,14 @@ def test_ties_prefer_smaller_index(sim):
     assert bool((indices[:, 0] < 20).all()), "the first of equal scores should be the smallest index"
 
 
+@needs_triton
 def test_bf16_is_converted_in_the_interpreter_and_native_on_gpu():
     q, p = make_inputs("dot", B=3, N=90, D=32, dtype=torch.bfloat16)
     scores, indices = similarity_topk_triton(q, p, 7)
     check_topk(q, p, 7, "dot", scores, indices, tol=1e-5, exact_recall=True)
 
 
+@needs_triton
 @pytest.mark.parametrize("impl", ["bitonic", "sort"])
 def test_row_topk_variants_agree(monkeypatch, impl):
     """The GPU's tl.topk (bitonic) and the sort fallback, run once on tiny tiles (slow in the
@@ -231,7 +253,7 @@ def test_dense_similarity_per_query_candidates(sim):
 
 
 @pytest.mark.parametrize("sim", SIMS)
-@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
 def test_gradients_match_dense_reference(sim, backend):
     q, p = make_inputs(sim, B=4, N=60, D=16, m=2, mp=3)
     w = torch.randn(4, 6, device=DEVICE)
@@ -256,9 +278,21 @@ def test_rescore_equals_gathered_dense_scores():
     torch.testing.assert_close(rescore(q, p, idx, "maxsim"), similarity(q, p, "maxsim").gather(1, idx))
 
 
+@pytest.mark.skipif(TRITON_OK, reason="the Triton tests ran in this process")
+def test_triton_in_fresh_process():
+    """triton was imported before TRITON_INTERPRET=1 was set: rerun this file in a fresh process."""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    cmd = [sys.executable, "-m", "pytest", "-q", __file__]
+    r = subprocess.run(
+        cmd, env=env, cwd=Path(__file__).parents[2], capture_output=True, text=True, timeout=600
+    )
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+
+
 # ---- larger shapes -----------------------------------------------------------------------------
 
 
+@needs_triton
 @pytest.mark.slow
 @pytest.mark.parametrize("sim", SIMS)
 def test_triton_larger_interpreter_shapes(sim):
