@@ -32,10 +32,13 @@ TOPK_IMPLS = ("bitonic", "sort", "extract")
 def default_topk_impl() -> str:
     """Row top-k used inside the kernels: JOINT_RAG_TRITON_TOPK, else ``bitonic`` (tl.topk) when
     compiled, ``extract`` (K rounds of max) in the interpreter, whose tl.sort/tl.topk run a
-    Python loop per element (seconds per call)."""
+    Python loop per element (seconds per call). ``extract`` does not compile (Triton 3.9)."""
     impl = os.environ.get("JOINT_RAG_TRITON_TOPK") or ("extract" if INTERPRET else "bitonic")
     if impl not in TOPK_IMPLS:
         raise ValueError(f"JOINT_RAG_TRITON_TOPK={impl!r}: choose one of {', '.join(TOPK_IMPLS)}")
+    if impl == "extract" and not INTERPRET:
+        # Triton 3.9 (sm_90) fails in TritonGPURemoveLayoutConversions on this loop
+        raise ValueError("JOINT_RAG_TRITON_TOPK=extract is for the interpreter only; use bitonic or sort")
     return "sort" if impl == "bitonic" and not HAS_TL_TOPK else impl
 
 
