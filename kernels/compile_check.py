@@ -29,6 +29,7 @@ TRITON_DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "
 DOT_ARGS = [
     "q_ptr",
     "p_ptr",
+    "q_scale_ptr",
     "p_scale_ptr",
     "out_ptr",
     "B",
@@ -58,7 +59,13 @@ MAXSIM_ARGS = [
 
 
 def _signature(names: list[str], dtype: str, constexprs: dict) -> dict[str, str]:
-    ptrs = {"q_ptr": f"*{dtype}", "p_ptr": f"*{dtype}", "p_scale_ptr": "*fp32", "out_ptr": "*i64"}
+    ptrs = {
+        "q_ptr": f"*{dtype}",
+        "p_ptr": f"*{dtype}",
+        "q_scale_ptr": "*fp32",
+        "p_scale_ptr": "*fp32",
+        "out_ptr": "*i64",
+    }
     sig = {n: ptrs.get(n, "i32") for n in names}
     sig.update({n: "constexpr" for n in constexprs})
     return sig
@@ -85,7 +92,7 @@ def compile_kernel(
     else:
         fn, names = mod.dot_topk_kernel, DOT_ARGS
         consts = {
-            "HAS_P_SCALE": similarity != "dot", "DOT_PRECISION": precision, "K_PAD": cfg.k_pad, "BLOCK_B": cfg.block_b,
+            "HAS_SCALE": similarity != "dot", "DOT_PRECISION": precision, "K_PAD": cfg.k_pad, "BLOCK_B": cfg.block_b,
             "BLOCK_N": cfg.block_n, "BLOCK_D": cfg.block_d, "GROUP_B": cfg.group_b,
         }  # fmt: skip
     src = ASTSource(fn=fn, signature=_signature(names, t, consts), constexprs=consts)

@@ -16,7 +16,6 @@ from dataclasses import dataclass, replace
 from types import ModuleType
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .reference import check_inputs
@@ -146,23 +145,24 @@ def _unit_stride(x: Tensor) -> Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
-def _prepare(queries: Tensor, passages: Tensor, similarity: str) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Kernel operands: same dtype, unit stride along D; cosine gets unit queries and 1/||p||.
+def _prepare(
+    queries: Tensor, passages: Tensor, similarity: str
+) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
+    """Kernel operands: same dtype, unit stride along D; cosine also gets 1/||q|| and 1/||p||
+    (fp32, applied to the fp32 scores in the kernel, so 16-bit inputs are never re-rounded).
 
     Returns:
-        q (B, D') or (B, M, D), p (N, D') or (N, M', D), p_scale (N,) fp32 or None.
+        q (B, D') or (B, M, D), p (N, D') or (N, M', D), scales ((B,), (N,)) fp32 or None.
     """
     if interpreting() and torch.bfloat16 in (queries.dtype, passages.dtype):
         # the interpreter (numpy) misreads bf16 tensors: compare bf16 after conversion there
         queries, passages = queries.float(), passages.float()
-    dtype, p_scale = passages.dtype, None
-    q, p = queries, passages
+    q, p, scales = queries.to(passages.dtype), passages, None
     if similarity == "flat_cosine":
         q, p = q.flatten(1), p.reshape(p.shape[0], -1)  # (B, M*D), (N, M*D)
     if similarity in ("cosine", "flat_cosine"):
-        q = F.normalize(q.float(), dim=-1)  # (B, D') unit queries
-        p_scale = _inv_norms(p)  # (N,)
-    return _unit_stride(q.to(dtype)), _unit_stride(p), p_scale
+        scales = (_inv_norms(q), _inv_norms(p))  # (B,), (N,)
+    return _unit_stride(q), _unit_stride(p), scales
 
 
 def _launch(
@@ -170,7 +170,7 @@ def _launch(
     similarity: str,
     q: Tensor,
     p: Tensor,
-    p_scale: Tensor | None,
+    scales: tuple[Tensor, Tensor] | None,
     cfg: TopkConfig,
     num_splits: int | None,
 ) -> Tensor:
@@ -191,8 +191,8 @@ def _launch(
         )  # fmt: skip
     else:
         mod.dot_topk_kernel[grid](
-            q, p, p_scale if p_scale is not None else out, out, B, N, q.shape[1], q.stride(0), p.stride(0),
-            n_per_split, splits, HAS_P_SCALE=p_scale is not None, DOT_PRECISION=precision, K_PAD=cfg.k_pad,
+            q, p, *(scales or (out, out)), out, B, N, q.shape[1], q.stride(0), p.stride(0),
+            n_per_split, splits, HAS_SCALE=scales is not None, DOT_PRECISION=precision, K_PAD=cfg.k_pad,
             BLOCK_B=cfg.block_b, BLOCK_N=cfg.block_n, BLOCK_D=cfg.block_d, GROUP_B=cfg.group_b, **launch,
         )  # fmt: skip
     return out.view(B, splits * cfg.k_pad)
@@ -203,13 +203,14 @@ _TUNED: dict[tuple, TopkConfig] = {}
 
 
 def candidate_configs(base: TopkConfig, similarity: str) -> list[TopkConfig]:
-    """Variants of a table config tried by the GPU autotuner (warps, stages, queries per block)."""
+    """At most 8 variants of a table config for the GPU autotuner (each costs a compile, seconds):
+    queries per block (table or half, dot only), warps (4, 8), BLOCK_D (table or half)."""
     out = [base]
-    block_bs = (base.block_b,) if similarity == "maxsim" else (16, 32, 64) if base.k_pad <= 64 else (16, 32)
+    block_bs = (base.block_b,) if similarity == "maxsim" else (base.block_b, max(16, base.block_b // 2))
     for block_b in block_bs:
         for warps in (4, 8):
-            for stages in (2, 3, 4):
-                cfg = replace(base, block_b=block_b, num_warps=warps, num_stages=stages)
+            for block_d in (base.block_d, max(16, base.block_d // 2)):
+                cfg = replace(base, block_b=block_b, num_warps=warps, block_d=block_d)
                 if cfg not in out:
                     out.append(cfg)
     return out
@@ -275,14 +276,14 @@ def similarity_topk_triton(
             (B, 0), dtype=torch.long, device=queries.device
         )
     mod = kernels_module()
-    q, p, p_scale = _prepare(queries, passages, similarity)
+    q, p, scales = _prepare(queries, passages, similarity)
     m, mp = (q.shape[1], p.shape[1]) if similarity == "maxsim" else (1, 1)
     cfg = config or choose_config(similarity, B, k, p.dtype, m, mp)
     if autotune is None:
         autotune = os.environ.get(AUTOTUNE_ENV, "0") not in ("", "0")
     if autotune and config is None and q.is_cuda and not interpreting():
         key = (similarity, p.dtype, cfg.k_pad, _pow2(B), q.shape[-1], m, mp, N.bit_length(), num_splits)
-        run = lambda c: _launch(mod, similarity, q, p, p_scale, c, num_splits)  # noqa: E731
+        run = lambda c: _launch(mod, similarity, q, p, scales, c, num_splits)  # noqa: E731
         cfg = _autotuned(key, cfg, similarity, run)
-    keys = _launch(mod, similarity, q, p, p_scale, cfg, num_splits)  # (B, S*K_PAD)
+    keys = _launch(mod, similarity, q, p, scales, cfg, num_splits)  # (B, S*K_PAD)
     return unpack_keys(keys.topk(k, dim=1).values)  # (B, k) second pass over splits

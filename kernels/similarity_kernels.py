@@ -126,7 +126,8 @@ def _program_ids(B, num_splits, BLOCK_B: tl.constexpr, GROUP_B: tl.constexpr):
 def dot_topk_kernel(
     q_ptr,  # (B, D) queries, rows stride_qb apart, unit stride along D
     p_ptr,  # (N, D) passages, rows stride_pn apart, unit stride along D
-    p_scale_ptr,  # (N,) fp32 per-passage factor (1/||p|| for cosine); read only if HAS_P_SCALE
+    q_scale_ptr,  # (B,) fp32 per-query factor (1/||q|| for cosine); read only if HAS_SCALE
+    p_scale_ptr,  # (N,) fp32 per-passage factor (1/||p|| for cosine); read only if HAS_SCALE
     out_ptr,  # (B, num_splits, K_PAD) int64 packed keys, contiguous
     B,
     N,
@@ -135,7 +136,7 @@ def dot_topk_kernel(
     stride_pn,
     n_per_split,  # passages per split, a multiple of BLOCK_N
     num_splits,
-    HAS_P_SCALE: tl.constexpr,
+    HAS_SCALE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,  # "ieee" for fp32 inputs (no tf32 rounding), None for 16-bit
     K_PAD: tl.constexpr,
     BLOCK_B: tl.constexpr,
@@ -149,6 +150,8 @@ def dot_topk_kernel(
     q_rows = q_ptr + offs_b.to(tl.int64)[:, None] * stride_qb  # (BLOCK_B, 1)
     n_start = pid_s * n_per_split
     n_end = tl.minimum(n_start + n_per_split, N)
+    if HAS_SCALE:
+        q_scale = tl.load(q_scale_ptr + offs_b, mask=mask_b, other=0.0)  # (BLOCK_B,)
     top = tl.full((BLOCK_B, K_PAD), MIN_KEY, tl.int64)  # (BLOCK_B, K_PAD)
     for n0 in range(n_start, n_end, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)  # (BLOCK_N,)
@@ -161,9 +164,9 @@ def dot_topk_kernel(
             q = tl.load(q_rows + offs_d[None, :], mask=mask_b[:, None] & mask_d[None, :], other=0.0)
             p = tl.load(p_cols + offs_d[:, None], mask=mask_d[:, None] & mask_n[None, :], other=0.0)
             acc = tl.dot(q, p, acc, input_precision=DOT_PRECISION)  # (BLOCK_B, BLOCK_N)
-        if HAS_P_SCALE:
-            scale = tl.load(p_scale_ptr + offs_n, mask=mask_n, other=0.0)  # (BLOCK_N,)
-            acc = acc * scale[None, :]
+        if HAS_SCALE:  # cosine: (q . p) / (||q|| ||p||), the inputs stay as given
+            p_scale = tl.load(p_scale_ptr + offs_n, mask=mask_n, other=0.0)  # (BLOCK_N,)
+            acc = acc * q_scale[:, None] * p_scale[None, :]
         keys = _pack(acc, offs_n, mask_b[:, None] & mask_n[None, :])  # (BLOCK_B, BLOCK_N)
         top = _merge(top, keys, K_PAD, BLOCK_N)
     offs_k = tl.arange(0, K_PAD)
