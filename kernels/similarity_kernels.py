@@ -11,9 +11,10 @@ Key layout (int64, larger is better): high 32 bits = the fp32 score mapped to a 
 prefer the smaller index and every key is unique. Padding uses MIN_KEY (below every real key).
 
 Triton API used is in both 3.6 and 3.9: tl.dot(input_precision=), tl.join/reshape, tl.topk
-(a sort-based fallback is selected at import when tl.topk is missing). The kernels are decorated
-at import, so the interpreter (TRITON_INTERPRET=1) must be set before; ``launcher`` reloads this
-module when the setting changed.
+(a sort-based fallback is selected at import when tl.topk is missing). ``@triton.jit`` picks
+compiled or interpreted at decoration, for triton's own library at ``import triton``: set
+TRITON_INTERPRET=1 before anything imports triton (``launcher.kernels_module`` checks this and
+reloads this module when the setting changed after it was imported).
 """
 
 from __future__ import annotations
