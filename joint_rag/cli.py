@@ -61,4 +61,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # under `python -m`, this file runs as __main__; dispatch through the importable module so
+    # commands registered on joint_rag.cli are found
+    from joint_rag.cli import main as _main
+
+    sys.exit(_main())

@@ -152,7 +152,7 @@ class Compressor(nn.Module):
             hidden = out.last_hidden_state  # (n, L+M, H_b)
             mem_h = hidden[:, 1 : 1 + M]
             tok_h = torch.cat([hidden[:, :1], hidden[:, 1 + M :]], dim=1)  # (n, L, H_b)
-        memory = self.projector(mem_h)  # (n, M, H)
+        memory = self.projector(mem_h.contiguous())  # (n, M, H)
         if self.retrieval_mode == "memory":
             retrieval = memory
         else:

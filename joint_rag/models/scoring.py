@@ -18,9 +18,10 @@ exactly). Exact large-scale search is the seam for the fused kernel (joint_rag.k
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from joint_rag.kernels import similarity as kernel_similarity
 
 SIMILARITIES = ("flat_cosine", "maxsim", "mean_dot", "cosine")
 
@@ -50,8 +51,17 @@ def query_index_vectors(q: Tensor, similarity: str) -> Tensor:
     return index_vectors(q, similarity)
 
 
+def _pooled(x: Tensor, similarity: str) -> tuple[Tensor, str]:
+    """Map our similarity names onto the kernel's: mean-pool for cosine / mean_dot."""
+    if similarity == "cosine":
+        return x.mean(-2), "cosine"
+    if similarity == "mean_dot":
+        return x.mean(-2), "dot"
+    return x, similarity
+
+
 def score_all(q: Tensor, p: Tensor, similarity: str) -> Tensor:
-    """Score every query against every passage.
+    """Score every query against every passage (dense, differentiable; the kernel's torch path).
 
     Args:
         q: (B, R, D) query vectors.
@@ -61,10 +71,9 @@ def score_all(q: Tensor, p: Tensor, similarity: str) -> Tensor:
         (B, N) scores.
     """
     check_similarity(similarity)
-    if similarity == "maxsim":
-        tok = torch.einsum("brd,nsd->bnrs", q, p)  # (B, N, R, R')
-        return tok.max(dim=-1).values.sum(dim=-1)  # (B, N)
-    return query_index_vectors(q, similarity) @ index_vectors(p, similarity).T  # (B, N)
+    qv, name = _pooled(q, similarity)  # (B, R, D) or (B, D)
+    pv, _ = _pooled(p, similarity)  # (N, R', D) or (N, D)
+    return kernel_similarity(qv, pv, name)  # (B, N)
 
 
 def score_candidates(q: Tensor, p: Tensor, similarity: str) -> Tensor:
@@ -78,10 +87,6 @@ def score_candidates(q: Tensor, p: Tensor, similarity: str) -> Tensor:
         (B, C) scores.
     """
     check_similarity(similarity)
-    if similarity == "maxsim":
-        tok = torch.einsum("brd,bcsd->bcrs", q, p)  # (B, C, R, R')
-        return tok.max(dim=-1).values.sum(dim=-1)  # (B, C)
-    B, C = p.shape[:2]
-    pv = index_vectors(p.flatten(0, 1), similarity).view(B, C, -1)  # (B, C, D')
-    qv = query_index_vectors(q, similarity)  # (B, D')
-    return torch.einsum("bd,bcd->bc", qv, pv)  # (B, C)
+    qv, name = _pooled(q, similarity)  # (B, R, D) or (B, D)
+    pv, _ = _pooled(p, similarity)  # (B, C, R', D) or (B, C, D)
+    return kernel_similarity(qv, pv, name)  # (B, C)

@@ -1,6 +1,16 @@
-"""Training: the LightningModule, callbacks and metrics."""
+"""Training: the LightningModule, callbacks and metrics (imported lazily, so downstream use
+through joint_rag.pipeline does not import Lightning)."""
 
-from joint_rag.training.callbacks import IndexRefresh
-from joint_rag.training.module import JointRAGModule
+__all__ = ["IndexRefresh", "JointRAGModule", "LogProgress"]
 
-__all__ = ["IndexRefresh", "JointRAGModule"]
+
+def __getattr__(name: str):
+    if name in ("IndexRefresh", "LogProgress"):
+        from joint_rag.training import callbacks
+
+        return getattr(callbacks, name)
+    if name == "JointRAGModule":
+        from joint_rag.training.module import JointRAGModule
+
+        return JointRAGModule
+    raise AttributeError(name)

@@ -65,7 +65,19 @@ class CandidateMixin:
         """(Re)build the flat index over the corpus and cache the corpus memory."""
         memory, retrieval = self.encode_corpus(show_progress=show_progress)
         step = self._current_step()
-        self.index = PassageIndex.build(index_vectors(retrieval, self.similarity), self.corpus.ids, step=step)
+        vectors = index_vectors(retrieval, self.similarity)  # (N, D')
+        if getattr(self, "index_backend", "faiss") == "kernel":
+            from joint_rag.kernels import similarity_topk
+
+            self.index = PassageIndex.build(
+                vectors,
+                self.corpus.ids,
+                step=step,
+                backend="torch",
+                exact_search=lambda q, p, k: similarity_topk(q, p, k, "dot"),
+            )
+        else:
+            self.index = PassageIndex.build(vectors, self.corpus.ids, step=step)
         self._corpus_memory = memory  # (N, M, H)
         self._corpus_retrieval = retrieval  # (N, R, D)
         return self.index

@@ -56,6 +56,8 @@ class JointRAGModule(CandidateMixin, pl.LightningModule):
         warmup_steps: linear warm-up steps.
         encode_batch_size: batch size when encoding the corpus for the index.
         eval_generate: generate answers in validation/test (EM/F1).
+        index_backend: "faiss" (flat inner-product index) or "kernel" (exact search through
+            joint_rag.kernels.similarity_topk: the Triton kernel on CUDA, chunked torch on CPU).
         pretrain_steps: run compressor pretraining (CLaRa stage 1: answer from the gold
             passage's memory, ``pretrain_objective``) for the first this-many steps, then the
             joint objectives (stage 3) in the same fit. The index is rebuilt at the switch.
@@ -83,6 +85,7 @@ class JointRAGModule(CandidateMixin, pl.LightningModule):
         warmup_steps: int = 0,
         encode_batch_size: int = 64,
         eval_generate: bool = True,
+        index_backend: str = "faiss",
         pretrain_steps: int = 0,
         pretrain_objective: Objective | None = None,
     ) -> None:
@@ -93,6 +96,8 @@ class JointRAGModule(CandidateMixin, pl.LightningModule):
         check_similarity(similarity)
         if query_encoder not in ("separate", "shared"):
             raise ValueError(f"model.query_encoder must be 'separate' or 'shared', got {query_encoder!r}")
+        if index_backend not in ("faiss", "kernel"):
+            raise ValueError(f"model.index_backend must be 'faiss' or 'kernel', got {index_backend!r}")
         if candidate_source not in ("index", "example"):
             raise ValueError(f"model.candidate_source must be 'index' or 'example', got {candidate_source!r}")
         if query_encoder == "shared" and freeze_passage_encoder != freeze_query_encoder:
@@ -127,6 +132,7 @@ class JointRAGModule(CandidateMixin, pl.LightningModule):
         self.candidate_source = candidate_source
         self.include_gold = include_gold
         self.encode_batch_size = encode_batch_size
+        self.index_backend = index_backend
         self.corpus: Corpus | None = None
         self.index = None
         self._corpus_memory: Tensor | None = None  # (N, M, H) cached at index build
