@@ -200,7 +200,19 @@ def _article(word: str) -> str:
     return ("an " if word[0] in "aeiou" else "a ") + word
 
 
-def _person_passage(p: Person, org: Organisation, rng: random.Random) -> Passage:
+#: which question attributes each passage sentence group states (the intro states the first two)
+FACT_ATTRIBUTES = {
+    "intro": ("hometown", "birth_year"),
+    "work": ("profession", "employer"),
+    "instrument": ("instrument",),
+    "colour": ("colour",),
+    "pet": ("pet",),
+}
+
+
+def _person_passage(
+    p: Person, org: Organisation, rng: random.Random, facts: tuple[str, ...] | None = None
+) -> Passage:
     values = {
         "name": p.name,
         "first": p.first,
@@ -213,7 +225,7 @@ def _person_passage(p: Person, org: Organisation, rng: random.Random) -> Passage
         "pet": p.pet,
         "a_pet": _article(p.pet),
     }
-    body = [rng.choice(choices) for choices in _SENTENCES.values()]
+    body = [rng.choice(choices) for key, choices in _SENTENCES.items() if facts is None or key in facts]
     rng.shuffle(body)
     text = " ".join(s.format(**values) for s in [rng.choice(_INTRO), *body])
     return Passage(p.entity_id, p.name, text, group=p.entity_id)
@@ -225,7 +237,12 @@ def _org_passage(o: Organisation, rng: random.Random) -> Passage:
 
 
 def _questions(
-    p: Person, org: Organisation, rng: random.Random, n: int, two_hop_fraction: float
+    p: Person,
+    org: Organisation,
+    rng: random.Random,
+    n: int,
+    two_hop_fraction: float,
+    facts: tuple[str, ...] | None = None,
 ) -> list[Example]:
     answers = {
         "hometown": p.hometown,
@@ -239,7 +256,11 @@ def _questions(
     out = []
     two_hop = list(TWO_HOP_QUESTIONS)
     rng.shuffle(two_hop)
-    for k, attr in enumerate(rng.sample(list(QUESTIONS), min(n, len(QUESTIONS)))):
+    stated = {a for key in ("intro", *(facts if facts is not None else _SENTENCES)) for a in FACT_ATTRIBUTES[key]}
+    askable = [a for a in QUESTIONS if a in stated]
+    if "employer" not in stated:
+        two_hop = []  # the employer is not stated: no two-hop questions through it
+    for k, attr in enumerate(rng.sample(askable, min(n, len(askable)))):
         if two_hop and rng.random() < two_hop_fraction:
             hop = two_hop.pop()
             query = rng.choice(TWO_HOP_QUESTIONS[hop]).format(name=p.name)
@@ -268,6 +289,7 @@ def build_knowledge_base(
     distractor_fraction: float = 0.3,
     questions_per_entity: int = 3,
     num_organisations: int | None = None,
+    passage_facts: list[str] | None = None,
 ) -> KnowledgeBase:
     """Generate a fictional knowledge base; the same arguments always give the same data.
 
@@ -280,6 +302,9 @@ def build_knowledge_base(
             hometown, profession, employer) with an earlier person.
         questions_per_entity: distinct attributes asked about per person (at most 7).
         num_organisations: number of employers; default `max(2, num_entities // 5)`.
+        passage_facts: sentence groups a person passage states besides the intro (hometown and
+            birth year): any of "work", "instrument", "colour", "pet"; None states all. Questions
+            ask only about stated facts. Fewer facts make shorter, easier-to-compress passages.
 
     Returns:
         The `KnowledgeBase`: people, organisations, corpus (people first, then organisations)
@@ -287,6 +312,9 @@ def build_knowledge_base(
     """
     if num_entities < 1:
         raise ValueError(f"num_entities must be >= 1, got {num_entities}")
+    facts = None if passage_facts is None else tuple(passage_facts)
+    if facts is not None and set(facts) - set(_SENTENCES):
+        raise ValueError(f"passage_facts: unknown entries {sorted(set(facts) - set(_SENTENCES))}; known: {list(_SENTENCES)}")
     if not 0.0 <= distractor_fraction <= 1.0 or not 0.0 <= two_hop_fraction <= 1.0:
         raise ValueError("distractor_fraction and two_hop_fraction must lie in [0, 1]")
     rng = random.Random(seed)
@@ -337,13 +365,13 @@ def build_knowledge_base(
         people.append(p)
 
     by_id = {o.entity_id: o for o in orgs}
-    passages = [_person_passage(p, by_id[p.employer], rng) for p in people]
+    passages = [_person_passage(p, by_id[p.employer], rng, facts) for p in people]
     passages += [_org_passage(o, rng) for o in orgs]
     corpus = Corpus(passages, source=f"synthetic(num_entities={num_entities}, seed={seed})")
     examples = [
         ex
         for p in people
-        for ex in _questions(p, by_id[p.employer], rng, questions_per_entity, two_hop_fraction)
+        for ex in _questions(p, by_id[p.employer], rng, questions_per_entity, two_hop_fraction, facts)
     ]
     return KnowledgeBase(people, orgs, corpus, examples)
 
@@ -364,6 +392,7 @@ class SyntheticSource(DataSource):
         questions_per_entity: distinct attributes asked about per person (at most 7).
         max_examples: keep at most this many examples per split (random by seed); None keeps all.
         num_organisations: number of employers; default `max(2, num_entities // 5)`.
+        passage_facts: sentence groups stated besides the intro (see `build_knowledge_base`).
     """
 
     def __init__(
@@ -377,6 +406,7 @@ class SyntheticSource(DataSource):
         questions_per_entity: int = 3,
         max_examples: int | None = None,
         num_organisations: int | None = None,
+        passage_facts: list[str] | None = None,
     ) -> None:
         self.num_entities = num_entities
         self.seed = seed
@@ -387,6 +417,7 @@ class SyntheticSource(DataSource):
         self.questions_per_entity = questions_per_entity
         self.max_examples = max_examples
         self.num_organisations = num_organisations
+        self.passage_facts = passage_facts
 
     def build(self) -> KnowledgeBase:
         """The unsplit knowledge base for these settings."""
@@ -397,6 +428,7 @@ class SyntheticSource(DataSource):
             self.distractor_fraction,
             self.questions_per_entity,
             self.num_organisations,
+            self.passage_facts,
         )
 
     def load(self) -> RAGData:
