@@ -76,7 +76,7 @@ def quickstart(argv: list[str]) -> int:
         from joint_rag.export import export_module
 
         export_dir = run_dir / "export"
-        export_module(model, export_dir, dm.corpus, config=cli.config, metrics=metrics)
+        export_module(model, export_dir, dm.corpus, config=args.config, metrics=metrics, overwrite=True)
         metrics["export_dir"] = str(export_dir)
         metrics["wall_seconds"] = round(time.perf_counter() - t0, 1)
     write_json_atomic(run_dir / "metrics.json", metrics)
