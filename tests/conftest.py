@@ -12,6 +12,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("JRAG_PROGRESS", "0")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# the kernel tests run Triton kernels in the CPU interpreter; it must be chosen before anything
+# (transformers, peft) imports triton
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

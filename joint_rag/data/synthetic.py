@@ -256,7 +256,9 @@ def _questions(
     out = []
     two_hop = list(TWO_HOP_QUESTIONS)
     rng.shuffle(two_hop)
-    stated = {a for key in ("intro", *(facts if facts is not None else _SENTENCES)) for a in FACT_ATTRIBUTES[key]}
+    stated = {
+        a for key in ("intro", *(facts if facts is not None else _SENTENCES)) for a in FACT_ATTRIBUTES[key]
+    }
     askable = [a for a in QUESTIONS if a in stated]
     if "employer" not in stated:
         two_hop = []  # the employer is not stated: no two-hop questions through it
@@ -314,7 +316,9 @@ def build_knowledge_base(
         raise ValueError(f"num_entities must be >= 1, got {num_entities}")
     facts = None if passage_facts is None else tuple(passage_facts)
     if facts is not None and set(facts) - set(_SENTENCES):
-        raise ValueError(f"passage_facts: unknown entries {sorted(set(facts) - set(_SENTENCES))}; known: {list(_SENTENCES)}")
+        raise ValueError(
+            f"passage_facts: unknown entries {sorted(set(facts) - set(_SENTENCES))}; known: {list(_SENTENCES)}"
+        )
     if not 0.0 <= distractor_fraction <= 1.0 or not 0.0 <= two_hop_fraction <= 1.0:
         raise ValueError("distractor_fraction and two_hop_fraction must lie in [0, 1]")
     rng = random.Random(seed)

@@ -1,0 +1,70 @@
+"""Per-example candidate lists (HotpotQA style) and the index-refresh callback."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from joint_rag.data.collate import collate_examples
+from joint_rag.training.callbacks import IndexRefresh
+
+
+def with_candidates(data, n=5, seed=0):
+    rng = random.Random(seed)
+    ids = data.corpus.ids
+    for ex in data.train + data.val:
+        others = [p for p in rng.sample(ids, n + 2) if p not in ex.gold_passage_ids][: n - 1]
+        ex.candidate_ids = others + list(ex.gold_passage_ids[:1])
+        rng.shuffle(ex.candidate_ids)
+    return data
+
+
+def test_example_candidates_train_and_rank(tiny_module):
+    module, data = tiny_module(candidate_source="example", num_candidates=4)
+    data = with_candidates(data)
+    batch = collate_examples(data.train[:3])
+    inputs = module._joint_inputs(batch, module.objective.needs)
+    assert inputs.scores.shape == (3, 4)
+    assert inputs.gold.any(dim=1).all()  # gold forced in when the truncated list misses it
+    loss, _ = module.objective(inputs)
+    loss.backward()
+    assert module.index is None  # no corpus index is needed in this mode
+    module.eval()
+    val = collate_examples(data.val[:2])
+    ranked, cands = module.rank(val.queries, val.instructions, val.candidate_ids)
+    assert [sorted(r) for r in ranked] == [sorted(c) for c in val.candidate_ids]
+    assert all(len(c) == 4 for c in cands)
+
+
+def test_too_few_candidates_is_a_clear_error(tiny_module):
+    module, data = tiny_module(candidate_source="example", num_candidates=4)
+    data = with_candidates(data, n=2)
+    with pytest.raises(ValueError, match="has 2 candidates but model.num_candidates is 4"):
+        module.training_candidates(collate_examples(data.train[:2]))
+
+
+def test_index_refresh_every_n_steps(tiny_module):
+    module, _ = tiny_module()
+    calls = []
+    module.build_index = lambda show_progress=True: calls.append(1) or setattr(module, "index", _Idx())
+
+    class _Idx:
+        step = 0
+
+    class _Trainer:
+        global_step = 0
+        sanity_checking = False
+        fast_dev_run = False
+
+    cb, trainer = IndexRefresh(every_n_steps=2, show_progress=False), _Trainer()
+    cb.on_fit_start(trainer, module)
+    for step in range(1, 7):
+        trainer.global_step = step
+        cb.on_train_batch_end(trainer, module, None, None, step)
+    assert len(calls) == 1 + 3  # fit start + steps 2, 4, 6
+    state = cb.state_dict()
+    assert state["last_refresh_step"] == 6 and state["refreshes"] == 4
+    trainer.global_step = 6
+    cb.on_train_batch_end(trainer, module, None, None, 7)  # same global step (gradient accumulation)
+    assert len(calls) == 4
