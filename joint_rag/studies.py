@@ -16,6 +16,7 @@ Grid file::
       out_dir: checkpoints/ablations/smoke
       seeds: [0, 1]
       menu: [frozen, similarity, end_to_end, rag_sequence, similarity+end_to_end]  # default: all
+      frozen: train_generator   # or `untrained`: the frozen row trains nothing (max_steps 0)
       overrides: {trainer.max_steps: 10}          # applied to every run
       variants: {my_variant: {model.lr: 1.0e-3}}  # extra rows
 """
@@ -46,7 +47,7 @@ def _obj(class_name: str, **init_args) -> dict:
 
 #: the standard menu: name -> overrides
 MENU: dict[str, dict] = {
-    "frozen": {
+    "frozen": {  # retriever frozen; the generator side (projector, generator) still trains
         "model.freeze_passage_encoder": True,
         "model.freeze_query_encoder": True,
         "model.objectives": {"end_to_end": _obj("EndToEnd")},
@@ -81,9 +82,18 @@ MENU: dict[str, dict] = {
         },
         "model.objective_weights": None,
     },
+    "similarity+pdist": {
+        "model.objectives": {
+            "similarity": _obj("Similarity", temperature=0.05),
+            "pdist": _obj("PerplexityDistillation", retriever_temperature=0.05),
+        },
+        "model.objective_weights": None,
+    },
 }
-REQUIRED = ("frozen", "similarity", "similarity+end_to_end")
+REQUIRED = ("frozen", "similarity")
 USEFULNESS = ("end_to_end", "rag_sequence", "rag_token", "pdist", "emdr2", "lsr")
+# note: in generator text mode, end_to_end trains no retriever (there is no memory to select
+# through); use the marginal or distilled objectives there
 
 
 class GridError(ValueError):
@@ -139,7 +149,16 @@ def load_grid(path: str | Path) -> Grid:
     if not isinstance(raw, dict) or not isinstance(raw.get("ablation"), dict):
         raise GridError(f"{path}: expected a top-level 'ablation:' mapping")
     spec = raw["ablation"]
-    unknown = set(spec) - {"base", "out_dir", "seeds", "menu", "variants", "overrides", "retrieval_only"}
+    unknown = set(spec) - {
+        "base",
+        "out_dir",
+        "seeds",
+        "menu",
+        "variants",
+        "overrides",
+        "retrieval_only",
+        "frozen",
+    }
     if unknown:
         raise GridError(f"{path}: ablation: unknown fields {sorted(unknown)}")
     if "base" not in spec:
@@ -159,8 +178,13 @@ def load_grid(path: str | Path) -> Grid:
     names = list(dict.fromkeys([*required, *menu]))
     if not retrieval_only and not any(m in names for m in USEFULNESS):
         names.append("end_to_end")
+    if not retrieval_only and not any(m.startswith("similarity+") for m in names):
+        names.append("similarity+end_to_end")
     variants = {name: MENU[name] for name in names}
-    if retrieval_only:  # no generator signal: the frozen row is simply the untrained retriever
+    frozen = spec.get("frozen", "untrained" if retrieval_only else "train_generator")
+    if frozen not in ("untrained", "train_generator"):
+        raise GridError(f"{path}: ablation.frozen must be 'untrained' or 'train_generator', got {frozen!r}")
+    if frozen == "untrained":  # the frozen row: off-the-shelf retriever, nothing trained at all
         variants["frozen"] = {"trainer.max_steps": 0}
     extra = spec.get("variants") or {}
     if not isinstance(extra, dict) or not all(isinstance(v, dict) for v in extra.values()):

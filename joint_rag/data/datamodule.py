@@ -31,6 +31,8 @@ class RAGDataModule(pl.LightningDataModule):
         max_train_examples: cap on training examples (None: all).
         max_eval_examples: cap on validation/test examples (None: all).
         require_answers: reject data without answers (generation training needs them).
+        val_split: which split `validate` (and validation during fit) reads: "val" or "test"
+            (e.g. the whole SciFact test set, to compare with published figures).
     """
 
     def __init__(
@@ -42,6 +44,7 @@ class RAGDataModule(pl.LightningDataModule):
         max_train_examples: int | None = None,
         max_eval_examples: int | None = None,
         require_answers: bool = True,
+        val_split: str = "val",
     ) -> None:
         super().__init__()
         self.source = source
@@ -51,6 +54,9 @@ class RAGDataModule(pl.LightningDataModule):
         self.max_train_examples = max_train_examples
         self.max_eval_examples = max_eval_examples
         self.require_answers = require_answers
+        if val_split not in ("val", "test"):
+            raise ValueError(f"data.val_split must be 'val' or 'test', got {val_split!r}")
+        self.val_split = val_split
         self._data: RAGData | None = None
 
     @property
@@ -63,7 +69,7 @@ class RAGDataModule(pl.LightningDataModule):
                 data.val = data.val[: self.max_eval_examples]
                 data.test = data.test[: self.max_eval_examples]
             if self.require_answers:
-                for split, items in (("train", data.train), ("val", data.val)):
+                for split, items in (("train", data.train), (self.val_split, getattr(data, self.val_split))):
                     missing = [ex.example_id for ex in items if not ex.answers]
                     if missing:
                         raise ValueError(
@@ -93,7 +99,13 @@ class RAGDataModule(pl.LightningDataModule):
         return self._loader(self.data.train, self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.data.val, self.eval_batch_size, shuffle=False)
+        items = self.data.test if self.val_split == "test" else self.data.val
+        if not items:
+            raise ValueError(
+                f"{type(self.source).__name__}: the {self.val_split!r} split is empty; "
+                "set a non-zero val_fraction in the source or data.val_split: test"
+            )
+        return self._loader(items, self.eval_batch_size, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.data.test or self.data.val, self.eval_batch_size, shuffle=False)

@@ -68,3 +68,20 @@ def test_index_refresh_every_n_steps(tiny_module):
     trainer.global_step = 6
     cb.on_train_batch_end(trainer, module, None, None, 7)  # same global step (gradient accumulation)
     assert len(calls) == 4
+
+
+def test_text_mode_usefulness_objectives_train_the_retriever(tiny_module):
+    from joint_rag.losses import EMDR2, PerplexityDistillation, RAGSequence
+    from joint_rag.models import Generator
+
+    for objective in (RAGSequence(temperature=0.1), PerplexityDistillation(), EMDR2()):
+        module, data = tiny_module(
+            generator=Generator("tiny-llama", mode="text"), objectives={"u": objective}
+        )
+        module.build_index(show_progress=False)
+        inputs = module._joint_inputs(collate_examples(data.train[:2]), module.objective.needs)
+        assert inputs.passage_loglik.shape == (2, 2)
+        loss, _ = module.objective(inputs)
+        loss.backward()
+        grads = [p.grad for n, p in module.query_encoder.named_parameters() if p.grad is not None]
+        assert grads and sum(float(g.abs().sum()) for g in grads) > 0
