@@ -199,7 +199,7 @@ class PassageIndex:
         if self.backend == "torch":
             assert self._vectors is not None
             q = torch.as_tensor(queries).to(self._vectors.device, torch.float32)  # (B, D)
-            search_fn = self._exact_search or (lambda q_, p_, k_: torch_exact_search(q_, p_, k_, self.metric))
+            search_fn = self._exact_search or self._default_exact_search
             scores, rows = search_fn(q, self._vectors, k)  # (B, k), (B, k)
         else:
             assert self._faiss_index is not None
@@ -208,6 +208,15 @@ class PassageIndex:
             scores = torch.from_numpy(-dist if self.metric == "l2" else dist)
             rows = torch.from_numpy(idx)
         return scores.to(out_device, torch.float32), rows.to(out_device, torch.long)
+
+    def _default_exact_search(self, q: Tensor, p: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """Inner product goes through the fused kernel's dispatch (Triton on CUDA, chunked torch
+        elsewhere); l2 uses the chunked torch search."""
+        if self.metric == "ip":
+            from joint_rag.kernels import similarity_topk
+
+            return similarity_topk(q, p, k, "dot")
+        return torch_exact_search(q, p, k, self.metric)
 
     def ids_for(self, rows: Tensor | np.ndarray | Sequence[int] | int) -> list[list[str]] | list[str] | str:
         """Maps search rows to passage ids.

@@ -66,16 +66,8 @@ class CandidateMixin:
         memory, retrieval = self.encode_corpus(show_progress=show_progress)
         step = self._current_step()
         vectors = index_vectors(retrieval, self.similarity)  # (N, D')
-        if getattr(self, "index_backend", "faiss") == "kernel":
-            from joint_rag.kernels import similarity_topk
-
-            self.index = PassageIndex.build(
-                vectors,
-                self.corpus.ids,
-                step=step,
-                backend="torch",
-                exact_search=lambda q, p, k: similarity_topk(q, p, k, "dot"),
-            )
+        if getattr(self, "index_backend", "faiss") == "kernel":  # exact search via joint_rag.kernels
+            self.index = PassageIndex.build(vectors, self.corpus.ids, step=step, backend="torch")
         else:
             self.index = PassageIndex.build(vectors, self.corpus.ids, step=step)
         self._corpus_memory = memory  # (N, M, H)

@@ -249,3 +249,22 @@ def test_load_validation(tmp_path) -> None:
     with pytest.raises(IndexFormatError, match="unreadable json"):
         PassageIndex.load(folder)
     assert issubclass(IndexFormatError, ValueError)
+
+
+def test_torch_backend_search_uses_the_kernel_dispatch(monkeypatch):
+    import joint_rag.kernels as kernels
+
+    calls = []
+    real = kernels.similarity_topk
+
+    def spy(q, p, k, similarity="dot", **kw):
+        calls.append(similarity)
+        return real(q, p, k, similarity, **kw)
+
+    monkeypatch.setattr(kernels, "similarity_topk", spy)
+    vecs = torch.randn(50, 8)
+    index = PassageIndex.build(vecs, [f"p{i}" for i in range(50)], backend="torch")
+    scores, rows = index.search(vecs[:3], 5)
+    assert calls == ["dot"]
+    ref = torch.topk(vecs[:3] @ vecs.T, 5)
+    assert torch.equal(rows, ref.indices) and torch.allclose(scores, ref.values, atol=1e-5)
