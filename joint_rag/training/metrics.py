@@ -103,9 +103,10 @@ class AnswerMetrics(torchmetrics.Metric):
             raise ValueError(
                 f"AnswerMetrics.update: {len(predictions)} predictions but {len(answers)} answers"
             )
-        self.em_sum += sum(exact_match(p, a) for p, a in zip(predictions, answers))
-        self.f1_sum += sum(f1_score(p, a) for p, a in zip(predictions, answers))
-        self.count += len(predictions)
+        # out-of-place: states may be inference tensors after a validate() run
+        self.em_sum = self.em_sum + sum(exact_match(p, a) for p, a in zip(predictions, answers))
+        self.f1_sum = self.f1_sum + sum(f1_score(p, a) for p, a in zip(predictions, answers))
+        self.count = self.count + len(predictions)
 
     def compute(self) -> dict[str, Tensor]:
         """Returns ``{"em", "f1"}`` as float32 scalars (0 before any update)."""
@@ -222,8 +223,8 @@ class RetrievalMetrics(torchmetrics.Metric):
                 continue
             batch_sums = [s + v for s, v in zip(batch_sums, values)]
             used += 1
-        self.sums += torch.tensor(batch_sums, dtype=torch.float64, device=self.sums.device)
-        self.count += used
+        self.sums = self.sums + torch.tensor(batch_sums, dtype=torch.float64, device=self.sums.device)
+        self.count = self.count + used
 
     def compute(self) -> dict[str, Tensor]:
         """Returns ``{name: mean}`` as float32 scalars (0 before any counted query)."""
