@@ -23,7 +23,7 @@ from joint_rag.models.backbones import Backbone, load_backbone
 
 @dataclass
 class CompressorOutput:
-    memory: Tensor  # (n, M, H) in the generator's embedding space
+    memory: Tensor | None  # (n, M, H) in the generator's embedding space (None if not asked for)
     retrieval: Tensor  # (n, R, D) retrieval vectors
 
 
@@ -123,18 +123,33 @@ class Compressor(nn.Module):
             enc = {k: v.to(device) for k, v in enc.items()}
         return enc
 
-    def forward(self, texts: list[str]) -> CompressorOutput:
+    def forward(self, texts: list[str], need_memory: bool = True) -> CompressorOutput:
         """Encode n texts.
 
+        With ``retrieval="mean_pool"`` the retrieval vector comes from a plain pass over the
+        text alone (no memory tokens), so it is exactly the backbone's sentence embedding (an
+        off-the-shelf retriever at step 0); the memory comes from a second pass with the memory
+        tokens, skipped when ``need_memory`` is False (queries, text-mode generators).
+
         Returns:
-            CompressorOutput with memory (n, M, H), retrieval (n, R, D).
+            CompressorOutput with memory (n, M, H) (or None), retrieval (n, R, D).
         """
-        if self.projector is None:
-            raise RuntimeError("compressor has no projector: call build_projector(generator_hidden) first")
         device = self.memory_tokens.device
         enc = self.tokenize(texts, device)
         ids, mask = enc["input_ids"], enc["attention_mask"]  # (n, L)
         n, M = ids.shape[0], self.num_memory_tokens
+        retrieval = None
+        if self.retrieval_mode == "mean_pool":
+            kwargs = {"position_ids": (mask.cumsum(-1) - 1).clamp(min=0)} if self.is_decoder else {}
+            plain = self.backbone(
+                input_ids=ids, attention_mask=mask, **kwargs
+            ).last_hidden_state  # (n, L, H_b)
+            m = mask.unsqueeze(-1).to(plain.dtype)  # (n, L, 1)
+            retrieval = ((plain * m).sum(1) / m.sum(1).clamp(min=1.0)).unsqueeze(1)  # (n, 1, H_b)
+            if not need_memory:
+                return CompressorOutput(None, retrieval)
+        if self.projector is None:
+            raise RuntimeError("compressor has no projector: call build_projector(generator_hidden) first")
         tok = self.backbone.get_input_embeddings()(ids)  # (n, L, H_b)
         mem = self.memory_tokens.unsqueeze(0).expand(n, -1, -1).to(tok.dtype)  # (n, M, H_b)
         ones = mask.new_ones(n, M)
@@ -144,18 +159,12 @@ class Compressor(nn.Module):
             position_ids = (full_mask.cumsum(-1) - 1).clamp(min=0)
             out = self.backbone(inputs_embeds=embeds, attention_mask=full_mask, position_ids=position_ids)
             hidden = out.last_hidden_state  # (n, L+M, H_b)
-            mem_h, tok_h = hidden[:, -M:], hidden[:, :-M]  # (n, M, H_b), (n, L, H_b)
+            mem_h = hidden[:, -M:]  # (n, M, H_b)
         else:
             embeds = torch.cat([tok[:, :1], mem, tok[:, 1:]], dim=1)  # (n, 1+M+L-1, H_b)
             full_mask = torch.cat([mask[:, :1], ones, mask[:, 1:]], dim=1)
             out = self.backbone(inputs_embeds=embeds, attention_mask=full_mask)
             hidden = out.last_hidden_state  # (n, L+M, H_b)
-            mem_h = hidden[:, 1 : 1 + M]
-            tok_h = torch.cat([hidden[:, :1], hidden[:, 1 + M :]], dim=1)  # (n, L, H_b)
+            mem_h = hidden[:, 1 : 1 + M]  # (n, M, H_b)
         memory = self.projector(mem_h.contiguous())  # (n, M, H)
-        if self.retrieval_mode == "memory":
-            retrieval = memory
-        else:
-            m = mask.unsqueeze(-1).to(tok_h.dtype)  # (n, L, 1)
-            retrieval = ((tok_h * m).sum(1) / m.sum(1).clamp(min=1.0)).unsqueeze(1)  # (n, 1, H_b)
-        return CompressorOutput(memory, retrieval)
+        return CompressorOutput(memory, memory if retrieval is None else retrieval)

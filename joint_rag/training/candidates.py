@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from joint_rag.data.collate import RAGBatch
 from joint_rag.index.passage_index import PassageIndex
@@ -23,13 +23,8 @@ class CandidateMixin:
     def encode_queries(self, queries: list[str], instructions: list[str | None] | None = None) -> Tensor:
         """(B, R, D) query retrieval vectors (instruction prepended when given)."""
         texts = [f"{i} {q}" if i else q for q, i in zip(queries, instructions or [None] * len(queries))]
-        if self.query_encoder.projector is None:  # mean-pool retrieval needs no projector
-            self.query_encoder.projector = nn.Identity()
-            try:
-                return self.query_encoder(texts).retrieval
-            finally:
-                self.query_encoder.projector = None
-        return self.query_encoder(texts).retrieval
+        need_memory = self.query_encoder.retrieval_mode == "memory"  # mean-pool queries need no memory
+        return self.query_encoder(texts, need_memory=need_memory).retrieval
 
     def _current_step(self) -> int:
         trainer = getattr(self, "_trainer", None)

@@ -182,8 +182,9 @@ class JointRAGModule(CandidateMixin, pl.LightningModule):
         unique = sorted({pid for row in cand_ids for pid in row})
         col = {pid: i for i, pid in enumerate(unique)}
         cand_rows = torch.tensor([[col[p] for p in row] for row in cand_ids], device=self.device)  # (B, C)
-        out = self.compressor([self.corpus[self.corpus.index_of(p)].full_text() for p in unique])
-        memory, p_ret = out.memory, out.retrieval  # (U, M, H), (U, R, D)
+        texts = [self.corpus[self.corpus.index_of(p)].full_text() for p in unique]
+        out = self.compressor(texts, need_memory=self.generator.mode == "memory")
+        memory, p_ret = out.memory, out.retrieval  # (U, M, H) or None, (U, R, D)
         q_ret = self.encode_queries(batch.queries, batch.instructions)  # (B, R, D)
         from joint_rag.models.scoring import score_all, score_candidates
 
@@ -197,7 +198,7 @@ class JointRAGModule(CandidateMixin, pl.LightningModule):
             [[p in gold_sets[b] for p in unique] for b in range(B)], device=self.device
         )
         inputs = ObjectiveInputs(scores=scores, gold=gold, inbatch_scores=inbatch, inbatch_gold=inbatch_gold)
-        cand_memory = memory[cand_rows]  # (B, C, M, H)
+        cand_memory = memory[cand_rows] if memory is not None else None  # (B, C, M, H)
         if "answer_nll" in needs or needs & {"passage_loglik", "token_logprobs"}:
             weights, selected = self.selector(scores)  # (B, K, C), (B, K)
             inputs.selected = selected
