@@ -127,7 +127,8 @@ class Grid:
     retrieval_only: bool = False
 
     def runs(self) -> list[tuple[str, int]]:
-        return [(name, seed) for name in self.variants for seed in self.seeds]
+        """Seed-major order, so an interrupted ablation has every variant on the first seeds."""
+        return [(name, seed) for seed in self.seeds for name in self.variants]
 
     def config_for(self, variant: str, seed: int) -> dict:
         config = yaml.safe_load(self.base.read_text())
@@ -229,9 +230,11 @@ def summarise(grid: Grid, results: dict[tuple[str, int], dict]) -> dict[str, dic
     table: dict[str, dict[str, tuple[float, float]]] = {}
     for variant in grid.variants:
         rows = [results[(variant, s)] for s in grid.seeds if (variant, s) in results]
-        table[variant] = {
-            m: _mean_std([r[m] for r in rows]) for m in METRICS if rows and all(m in r for r in rows)
-        }
+        if rows:  # variants not run yet are left out of the table
+            table[variant] = {
+                m: _mean_std([r[m] for r in rows]) for m in METRICS if all(m in r for r in rows)
+            }
+            table[variant]["seeds"] = (float(len(rows)), 0.0)
     return table
 
 
@@ -247,6 +250,7 @@ def write_results(grid: Grid, results: dict[tuple[str, int], dict], wall: float)
     """results.md, results.csv and results.png in grid.out_dir."""
     table = summarise(grid, results)
     metrics = [m for m in METRICS if any(m in row for row in table.values())]
+    seeds_done = {v: int(row.pop("seeds")[0]) for v, row in table.items()}
     n = len(grid.seeds)
     out = grid.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -265,15 +269,16 @@ def write_results(grid: Grid, results: dict[tuple[str, int], dict], wall: float)
         f"Base experiment `{grid.base}`, seeds {grid.seeds}, wall time {wall:.0f} s. Mean ± std over seeds; "
         "`*` marks a difference from the `frozen` row larger than two standard errors (needs >= 2 seeds).",
         "",
-        "| variant | " + " | ".join(metrics) + " |",
-        "|---|" + "---|" * len(metrics),
+        "| variant | seeds | " + " | ".join(metrics) + " |",
+        "|---|---|" + "---|" * len(metrics),
     ]
     for variant, row in table.items():
         cells = []
         for m in metrics:
-            mark = "*" if variant != "frozen" and m in base and beyond_noise(row[m], base[m], n) else ""
+            k = min(seeds_done[variant], seeds_done.get("frozen", 0))
+            mark = "*" if variant != "frozen" and m in base and beyond_noise(row[m], base[m], k) else ""
             cells.append(f"{row[m][0]:.3f} ± {row[m][1]:.3f}{mark}")
-        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+        lines.append(f"| {variant} | {seeds_done[variant]} | " + " | ".join(cells) + " |")
     lines += ["", "Per-seed values: `results.csv`. Plot: `results.png`.", ""]
     (out / "results.md").write_text("\n".join(lines))
     _plot(table, metrics, out / "results.png")
