@@ -251,7 +251,6 @@ def write_results(grid: Grid, results: dict[tuple[str, int], dict], wall: float)
     table = summarise(grid, results)
     metrics = [m for m in METRICS if any(m in row for row in table.values())]
     seeds_done = {v: int(row.pop("seeds")[0]) for v, row in table.items()}
-    n = len(grid.seeds)
     out = grid.out_dir
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "results.csv", "w", newline="") as fh:
