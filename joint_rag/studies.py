@@ -243,7 +243,7 @@ def beyond_noise(a: tuple[float, float], b: tuple[float, float], n: int) -> bool
     if n < 2:
         return False
     se = math.sqrt((a[1] ** 2 + b[1] ** 2) / n)
-    return abs(a[0] - b[0]) > 2 * se and se > 0 or (se == 0 and a[0] != b[0] and n >= 2)
+    return abs(a[0] - b[0]) > 2 * se  # with zero spread on both sides any difference counts
 
 
 def write_results(grid: Grid, results: dict[tuple[str, int], dict], wall: float) -> Path:

@@ -89,20 +89,8 @@ def _split(
 # ----------------------------------------------------------------------------- SQuAD
 
 
-class SquadSource(DataSource):
-    """SQuAD-format JSON (SQuAD v1.1, v2.0, XQuAD): one passage per paragraph.
-
-    Passage ids are `{title}#{paragraph index}`, the group is the article title, and the
-    splits are article-disjoint. Unanswerable SQuAD v2.0 questions keep `answers=[]`.
-
-    Args:
-        path: the JSON file (`data[].title`, `data[].paragraphs[].context`,
-            `data[].paragraphs[].qas[].{id, question, answers[].text}`).
-        val_fraction: fraction of questions (whole articles) for validation.
-        test_fraction: fraction of questions (whole articles) for test.
-        seed: split and subsampling seed.
-        max_examples: keep at most this many examples per split (random by seed); None keeps all.
-    """
+class _FileSource(DataSource):
+    """Options shared by single-file sources that split their questions by group."""
 
     def __init__(
         self,
@@ -117,6 +105,22 @@ class SquadSource(DataSource):
         self.test_fraction = test_fraction
         self.seed = seed
         self.max_examples = max_examples
+
+
+class SquadSource(_FileSource):
+    """SQuAD-format JSON (SQuAD v1.1, v2.0, XQuAD): one passage per paragraph.
+
+    Passage ids are `{title}#{paragraph index}`, the group is the article title, and the
+    splits are article-disjoint. Unanswerable SQuAD v2.0 questions keep `answers=[]`.
+
+    Args:
+        path: the JSON file (`data[].title`, `data[].paragraphs[].context`,
+            `data[].paragraphs[].qas[].{id, question, answers[].text}`).
+        val_fraction: fraction of questions (whole articles) for validation.
+        test_fraction: fraction of questions (whole articles) for test.
+        seed: split and subsampling seed.
+        max_examples: keep at most this many examples per split (random by seed); None keeps all.
+    """
 
     def read(self) -> tuple[Corpus, list[Example]]:
         """The corpus and all examples, unsplit."""
@@ -367,7 +371,7 @@ def _hotpot_support(rec: dict, where: str) -> list[str]:
     return _dedupe([str(t) for t in titles])
 
 
-class HotpotQASource(DataSource):
+class HotpotQASource(_FileSource):
     """HotpotQA (distractor setting) in its original list layout or the Hugging Face layout.
 
     Each context paragraph becomes a passage (deduplicated by title and text; its id is the
@@ -384,20 +388,6 @@ class HotpotQASource(DataSource):
         seed: split and subsampling seed.
         max_examples: keep at most this many examples per split (random by seed); None keeps all.
     """
-
-    def __init__(
-        self,
-        path: str | Path,
-        val_fraction: float = 0.2,
-        test_fraction: float = 0.0,
-        seed: int = 0,
-        max_examples: int | None = None,
-    ) -> None:
-        self.path = Path(path)
-        self.val_fraction = val_fraction
-        self.test_fraction = test_fraction
-        self.seed = seed
-        self.max_examples = max_examples
 
     def read(self) -> tuple[Corpus, list[Example]]:
         """The corpus and all examples, unsplit."""

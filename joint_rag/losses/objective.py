@@ -12,7 +12,6 @@ Logged terms are `{objective_name}/{term}`. A YAML entry looks like::
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from joint_rag.losses.base import Objective, ObjectiveInputs
@@ -51,7 +50,3 @@ class CombinedObjective(nn.Module):
                 terms[f"{name}/{term}"] = value.detach()
                 total = total + w * value
         return total, terms
-
-
-def zero_like(x: Tensor) -> Tensor:
-    return torch.zeros((), dtype=x.dtype, device=x.device)
