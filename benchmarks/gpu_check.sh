@@ -24,7 +24,8 @@ if ! "$PY" -c "import joint_rag.kernels" 2>/dev/null; then
   printf '__path__.append(%s)\n' "'$ROOT/joint_rag'" > "$SHIM/joint_rag/__init__.py"
   export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}"
 fi
-unset TRITON_INTERPRET
+# compiled mode (tests/conftest.py would default it to the CPU interpreter)
+export TRITON_INTERPRET=0
 
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
