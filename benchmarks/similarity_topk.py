@@ -2,9 +2,11 @@
 
 CPU (default): the chunked torch path vs faiss-cpu ``IndexFlatIP.search`` (index prebuilt) vs
 dense ``torch.topk(q @ P.T, k)``, fp32, medians over interleaved repeats, peak extra RSS per call.
-CUDA: the Triton kernel vs dense torch, ``torch.compile`` of dense, and faiss GPU flat IP when
-installed; bf16; median times with the L2 flushed (``triton.testing.do_bench``), achieved GB/s
-and TFLOP/s, peak extra CUDA memory per call.
+CUDA: the Triton kernel (lazy merging, the default) vs dense torch, ``torch.compile`` of dense,
+and faiss GPU flat IP when installed; on the first (N, D) of the sweep (the issue's target shape)
+also the previous Triton algorithm (``triton_fused_merge``, whole-tile merges) in the same run;
+bf16; median times with the L2 flushed (``triton.testing.do_bench``), achieved GB/s and TFLOP/s,
+peak extra CUDA memory per call, and how many queries the lazy kernel recomputed with torch.
 
     python benchmarks/similarity_topk.py --device cpu            # writes results/similarity_topk_cpu.json
     python benchmarks/similarity_topk.py --device cuda --quick   # writes results/similarity_topk_h100.json
@@ -31,7 +33,8 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from joint_rag.kernels import similarity_topk, similarity_topk_torch  # noqa: E402
+from joint_rag.kernels import launcher as triton_launcher  # noqa: E402
+from joint_rag.kernels import similarity_topk, similarity_topk_torch, similarity_topk_triton  # noqa: E402
 from joint_rag.kernels.reference import DEFAULT_CHUNK_ELEMENTS, default_chunk  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -255,9 +258,13 @@ def cuda_sweep(args: argparse.Namespace, rec: Recorder) -> None:
                     "torch_dense": partial(dense, Q, P, k),
                     "torch_compile": partial(compiled, Q, P, k),
                 }
+                if NDs[0] == (N, D) and not args.no_merge:  # old algorithm, target shape only
+                    fns["triton_fused_merge"] = partial(similarity_topk_triton, Q, P, k, algo="merge")
                 if fg is not None:
                     fns["faiss_gpu_flat_ip"] = partial(fg, Q, k)
                 row = {"N": N, "B": B, "D": D, "k": k, "dtype": "bfloat16"}
+                fns["triton_fused"]()
+                row["triton_fallback_rows"] = triton_launcher.last_fallback_rows  # torch-recomputed queries
                 bytes_moved = (N * D + B * D) * 2 + B * k * 12
                 for name, fn in fns.items():
                     try:
@@ -275,6 +282,10 @@ def cuda_sweep(args: argparse.Namespace, rec: Recorder) -> None:
                     row.get("triton_fused_ms"), float
                 ):
                     row["speedup_vs_dense"] = round(row["torch_dense_ms"] / row["triton_fused_ms"], 3)
+                if isinstance(row.get("triton_fused_merge_ms"), float) and isinstance(
+                    row.get("triton_fused_ms"), float
+                ):
+                    row["speedup_vs_merge"] = round(row["triton_fused_merge_ms"] / row["triton_fused_ms"], 3)
                 rec.add(row)
         del P, fg
         torch.cuda.empty_cache()
@@ -292,6 +303,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--budget-s", type=float, default=420.0, help="CUDA: stop the sweep after this many seconds"
+    )
+    parser.add_argument(
+        "--no-merge", action="store_true", help="CUDA: skip the previous Triton algorithm's column"
     )
     parser.add_argument(
         "--out-dir", type=Path, default=RESULTS, help="writes <out-dir>/similarity_topk_<device>.json"

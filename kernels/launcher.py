@@ -5,11 +5,18 @@ factor read by the kernel, so the passages are never copied), picks blocks from 
 splits the passages so that about four programs per SM run, launches one kernel, then merges
 the per-split candidates with one ``torch.topk`` over (B, splits*K_PAD) packed keys and
 decodes them to (scores, indices).
+
+Algorithms (``algo=`` or $JOINT_RAG_TRITON_ALGO): ``lazy`` (default) keeps LAZY_M candidates per
+query per tile and merges them every K_PAD/LAZY_M tiles; queries whose overflow bound reaches
+their k-th score are recomputed exactly with ``similarity_topk_torch`` (rare on real data: the
+table picks LAZY_M so that the expected number of such queries per call is below
+``FALLBACK_BUDGET``). ``merge`` is the previous algorithm (merge whole tiles), kept for timing.
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import sys
 from dataclasses import dataclass, replace
@@ -18,11 +25,17 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-from .reference import check_inputs
+from .reference import check_inputs, similarity_topk_torch
 
 MAX_K = 256  # K_PAD = 256 keeps the running top-k of a 16-query block in registers
 _LOW_MASK = 0xFFFFFFFF
 _INT_MAX = 2147483647
+_MIN_KEY = -(2**63)
+ALGOS = ("lazy", "merge")
+ALGO_ENV = "JOINT_RAG_TRITON_ALGO"
+LAZY_MS = (1, 2, 4, 8)  # candidates per query per tile the table may choose
+FALLBACK_BUDGET = 0.01  # expected queries per call recomputed by the torch path (random data)
+last_fallback_rows = 0  # queries recomputed by the torch path in the latest lazy call
 
 
 @dataclass(frozen=True)
@@ -37,6 +50,7 @@ class TopkConfig:
     group_b: int = 8  # query blocks per program group (L2 reuse)
     num_warps: int = 4
     num_stages: int = 2
+    lazy_m: int = 0  # > 0: lazy merging with this many candidates per query per tile; 0: merge
 
 
 def interpreting() -> bool:
@@ -77,14 +91,62 @@ def _pow2(x: int) -> int:
     return 1 << max(0, int(x) - 1).bit_length()
 
 
-def choose_config(similarity: str, B: int, k: int, dtype: torch.dtype, m: int = 1, mp: int = 1) -> TopkConfig:
-    """Fixed config table (no autotuning), by similarity, batch, k and dtype.
+def default_algo(algo: str | None = None) -> str:
+    """``algo``, else $JOINT_RAG_TRITON_ALGO, else ``lazy``."""
+    choice = algo or os.environ.get(ALGO_ENV) or "lazy"
+    if choice not in ALGOS:
+        raise ValueError(f"algo={choice!r} (argument or ${ALGO_ENV}) is unknown; choose one of {ALGOS}")
+    return choice
 
-    Dot kernel: 64 queries x max(64, K_PAD) passages per tile, fewer queries when the running
-    top-k is wide (K_PAD >= 128) so it stays in registers. MaxSim: about 64 rows x 64 columns
-    of token-level products per ``tl.dot``. The interpreter gets small tiles (fast tests that
+
+def _poisson_tail(lam: float, m: int) -> float:
+    """P(X >= m) for X ~ Poisson(lam)."""
+    if lam <= 0:
+        return 0.0
+    pmf = lambda j: math.exp(-lam + j * math.log(lam) - math.lgamma(j + 1))  # noqa: E731
+    if lam > 1:
+        return max(0.0, 1.0 - sum(pmf(j) for j in range(m)))
+    return sum(pmf(j) for j in range(m, m + 30))  # small lam: sum the tail (no cancellation)
+
+
+def choose_lazy_m(B: int, N: int, k: int, block_n: int, k_pad: int) -> int:
+    """Smallest LAZY_M in LAZY_MS (<= k_pad) whose expected fallback is within FALLBACK_BUDGET,
+    0 (use merge) if none is. A query falls back when one tile holds more than LAZY_M of its
+    top-k; with the top-k spread at random over the N passages a tile holds Poisson(k*block_n/N)
+    of them, over ceil(N/block_n) tiles and B queries."""
+    if block_n >= N:
+        return 0  # one tile: merge it whole
+    tiles = -(-N // block_n)
+    lam = min(k, N) * block_n / N
+    for m in LAZY_MS:
+        if m <= k_pad and B * tiles * _poisson_tail(lam, m + 1) <= FALLBACK_BUDGET:
+            return m
+    return 0
+
+
+def choose_config(
+    similarity: str,
+    B: int,
+    k: int,
+    dtype: torch.dtype,
+    m: int = 1,
+    mp: int = 1,
+    *,
+    N: int = 1_000_000,
+    algo: str | None = None,
+) -> TopkConfig:
+    """Fixed config table (no autotuning), by similarity, batch, k, dtype, corpus size and algo.
+
+    Lazy dot kernel (Hopper-sized tiles): up to 128 queries x 128 passages per tile, 8 warps,
+    3 stages for 16-bit inputs; fewer queries when the running top-k and its buffer are wide
+    (2 * BLOCK_B * K_PAD int64 must stay in registers). LAZY_M from ``choose_lazy_m``; when no
+    LAZY_M is cheap enough (k close to N) the merge table is used.
+    Merge dot kernel: 64 queries x max(64, K_PAD) passages per tile, fewer queries when the
+    running top-k is wide (K_PAD >= 128). MaxSim: about 64 rows x 64 columns of token-level
+    products per ``tl.dot``, both algorithms. The interpreter gets small tiles (fast tests that
     still cross tile and split boundaries).
     """
+    algo = default_algo(algo)
     k_pad = max(4, _pow2(k))
     fp32 = dtype == torch.float32
     block_d = 32 if fp32 else 64  # fp32 tiles are twice the bytes: halve BLOCK_D
@@ -94,6 +156,13 @@ def choose_config(similarity: str, B: int, k: int, dtype: torch.dtype, m: int = 
         block_b = min(block_b, max(_pow2(B), -(-16 // m_pad)))
         sub_n = max(1, 64 // mp_pad)
         cfg = TopkConfig(k_pad, block_b, max(k_pad, sub_n), block_d, sub_n, num_warps=4, num_stages=2)
+    elif algo == "lazy":
+        # queries per block: the tl.dot minimum (16) for small B, else as many as the
+        # (BLOCK_B, K_PAD) top-k + buffer allow in registers
+        block_b = min(max(16, _pow2(B)), {4: 128, 8: 128, 16: 128, 32: 128, 64: 64, 128: 32}.get(k_pad, 16))
+        block_n = max(128, k_pad)
+        warps = 8 if block_b * block_n >= 64 * 128 else 4
+        cfg = TopkConfig(k_pad, block_b, block_n, block_d, num_warps=warps, num_stages=2 if fp32 else 3)
     else:
         block_b = 16 if B <= 16 else 32 if B <= 32 or k_pad >= 128 else 64
         if k_pad >= 256:
@@ -105,6 +174,11 @@ def choose_config(similarity: str, B: int, k: int, dtype: torch.dtype, m: int = 
         sub_n = max(1, 16 // _pow2(mp)) if similarity == "maxsim" else 0
         block_b = max(1, 16 // _pow2(m)) if similarity == "maxsim" else 16
         cfg = replace(cfg, block_b=block_b, block_n=max(k_pad, 2 * sub_n, 16), block_d=32, sub_n=sub_n)
+    if algo == "lazy":
+        lazy_m = choose_lazy_m(B, N, k, cfg.block_n, k_pad)
+        if lazy_m == 0 and similarity != "maxsim":
+            return choose_config(similarity, B, k, dtype, m, mp, N=N, algo="merge")
+        cfg = replace(cfg, lazy_m=lazy_m)
     return cfg
 
 
@@ -173,29 +247,31 @@ def _launch(
     scales: tuple[Tensor, Tensor] | None,
     cfg: TopkConfig,
     num_splits: int | None,
-) -> Tensor:
-    """One kernel launch; returns the per-split keys (B, splits * K_PAD)."""
+) -> tuple[Tensor, Tensor | None]:
+    """One kernel launch; returns the per-split keys (B, splits * K_PAD) and, lazy, the overflow
+    bound per query (B,) fp32 (max over splits), else None."""
     B, N = q.shape[0], p.shape[0]
     precision = "ieee" if p.dtype == torch.float32 else None
     splits, n_per_split = choose_splits(N, B, cfg, q.device, num_splits)
     out = torch.empty((B, splits, cfg.k_pad), dtype=torch.long, device=q.device)  # (B, S, K_PAD) keys
+    bound = torch.empty((B, splits), dtype=torch.float32, device=q.device)  # (B, S) overflow bounds
     grid = (-(-B // cfg.block_b) * splits,)
     launch = {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
     if similarity == "maxsim":
         m, mp = q.shape[1], p.shape[1]
         mod.maxsim_topk_kernel[grid](
-            q, p, out, B, N, q.shape[2], m, mp, q.stride(0), q.stride(1), p.stride(0), p.stride(1),
-            n_per_split, splits, DOT_PRECISION=precision, K_PAD=cfg.k_pad, BLOCK_B=cfg.block_b,
+            q, p, out, bound, B, N, q.shape[2], m, mp, q.stride(0), q.stride(1), p.stride(0), p.stride(1),
+            n_per_split, splits, DOT_PRECISION=precision, K_PAD=cfg.k_pad, LAZY_M=cfg.lazy_m, BLOCK_B=cfg.block_b,
             BLOCK_N=cfg.block_n, SUB_N=cfg.sub_n, BLOCK_D=cfg.block_d, M_PAD=_pow2(m), MP_PAD=_pow2(mp),
             GROUP_B=cfg.group_b, **launch,
         )  # fmt: skip
     else:
         mod.dot_topk_kernel[grid](
-            q, p, *(scales or (out, out)), out, B, N, q.shape[1], q.stride(0), p.stride(0),
+            q, p, *(scales or (bound, bound)), out, bound, B, N, q.shape[1], q.stride(0), p.stride(0),
             n_per_split, splits, HAS_SCALE=scales is not None, DOT_PRECISION=precision, K_PAD=cfg.k_pad,
-            BLOCK_B=cfg.block_b, BLOCK_N=cfg.block_n, BLOCK_D=cfg.block_d, GROUP_B=cfg.group_b, **launch,
+            LAZY_M=cfg.lazy_m, BLOCK_B=cfg.block_b, BLOCK_N=cfg.block_n, BLOCK_D=cfg.block_d, GROUP_B=cfg.group_b, **launch,
         )  # fmt: skip
-    return out.view(B, splits * cfg.k_pad)
+    return out.view(B, splits * cfg.k_pad), bound.amax(dim=1) if cfg.lazy_m else None
 
 
 AUTOTUNE_ENV = "JOINT_RAG_TRITON_AUTOTUNE"
@@ -244,6 +320,7 @@ def similarity_topk_triton(
     num_splits: int | None = None,
     config: TopkConfig | None = None,
     autotune: bool | None = None,
+    algo: str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Fused similarity + top-k with the Triton kernels (CUDA tensors, or the interpreter).
 
@@ -255,6 +332,8 @@ def similarity_topk_triton(
         num_splits: passage splits (default: fill the GPU); config: override ``choose_config``.
         autotune: on CUDA, time ``candidate_configs`` once per shape bucket and keep the fastest
             (default: $JOINT_RAG_TRITON_AUTOTUNE=1); otherwise the fixed table.
+        algo: ``lazy`` or ``merge`` (default $JOINT_RAG_TRITON_ALGO, else ``lazy``); ignored when
+            ``config`` is given (its ``lazy_m`` decides).
 
     Returns:
         scores (B, min(k, N)) fp32 sorted descending, indices (B, min(k, N)) int64.
@@ -278,12 +357,44 @@ def similarity_topk_triton(
     mod = kernels_module()
     q, p, scales = _prepare(queries, passages, similarity)
     m, mp = (q.shape[1], p.shape[1]) if similarity == "maxsim" else (1, 1)
-    cfg = config or choose_config(similarity, B, k, p.dtype, m, mp)
+    cfg = config or choose_config(similarity, B, k, p.dtype, m, mp, N=N, algo=algo)
     if autotune is None:
         autotune = os.environ.get(AUTOTUNE_ENV, "0") not in ("", "0")
     if autotune and config is None and q.is_cuda and not interpreting():
-        key = (similarity, p.dtype, cfg.k_pad, _pow2(B), q.shape[-1], m, mp, N.bit_length(), num_splits)
+        key = (similarity, p.dtype, cfg.k_pad, cfg.lazy_m, _pow2(B), q.shape[-1], m, mp, N.bit_length())
+        key += (num_splits,)
         run = lambda c: _launch(mod, similarity, q, p, scales, c, num_splits)  # noqa: E731
         cfg = _autotuned(key, cfg, similarity, run)
-    keys = _launch(mod, similarity, q, p, scales, cfg, num_splits)  # (B, S*K_PAD)
-    return unpack_keys(keys.topk(k, dim=1).values)  # (B, k) second pass over splits
+    keys, bound = _launch(mod, similarity, q, p, scales, cfg, num_splits)  # (B, S*K_PAD), (B,)
+    top = keys.topk(k, dim=1).values  # (B, k) second pass over splits, sorted descending
+    scores, indices = unpack_keys(top)
+    if bound is not None:
+        scores, indices = _recompute_uncertain(queries, passages, k, similarity, scores, indices, top, bound)
+    return scores, indices
+
+
+def _recompute_uncertain(
+    queries: Tensor,
+    passages: Tensor,
+    k: int,
+    similarity: str,
+    scores: Tensor,
+    indices: Tensor,
+    top: Tensor,
+    bound: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """Lazy merging's exactness check: a query is uncertain when some tile kept LAZY_M candidates
+    and its next score (the overflow bound) is >= the final k-th score, or when fewer than k keys
+    were found. Uncertain queries are recomputed with ``similarity_topk_torch`` (exact).
+
+    Args:
+        scores, indices: (B, k) from the kernel; top: (B, k) their keys; bound: (B,) fp32.
+    """
+    global last_fallback_rows
+    uncertain = (bound >= scores[:, -1]) | (top[:, -1] == _MIN_KEY)  # (B,)
+    rows = uncertain.nonzero().flatten()  # (R,) one host sync
+    last_fallback_rows = rows.numel()
+    if rows.numel():
+        exact_s, exact_i = similarity_topk_torch(queries.index_select(0, rows), passages, k, similarity)
+        scores, indices = scores.index_copy(0, rows, exact_s), indices.index_copy(0, rows, exact_i)
+    return scores, indices

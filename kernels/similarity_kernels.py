@@ -1,20 +1,32 @@
 """Triton kernels: fused similarity + running top-k, never materialising the (B, N) scores.
 
 Each program owns a block of BLOCK_B queries and one split of the passages. It walks its split
-in tiles of BLOCK_N passages, computes the (BLOCK_B, BLOCK_N) fp32 score tile with ``tl.dot``,
-packs every score with its passage index into one int64 key (``_pack``) and merges the tile into
-a running (BLOCK_B, K_PAD) top-k only when some query's tile maximum beats its current k-th key.
-It writes its K_PAD best keys per query; ``launcher.py`` merges the splits (second pass).
+in tiles of BLOCK_N passages and computes the (BLOCK_B, BLOCK_N) fp32 score tile with ``tl.dot``.
+Two ways to keep the running (BLOCK_B, K_PAD) top-k, chosen by the constexpr LAZY_M:
+
+- ``LAZY_M = m > 0`` (lazy, the default): per tile, m rounds of row max (fp32 max, then the
+  smallest column holding it) pull each query's m best passages out of the tile; they go to fixed
+  slots of a (BLOCK_B, K_PAD) buffer, which is merged into the running top-k with one row top-k
+  every K_PAD/m tiles (and at the end). A query whose tile maximum is below its current K_PAD-th
+  key skips the tile; when no query of the block needs it, the rounds are skipped altogether.
+  Per query the kernel also writes an overflow bound: the max over tiles of the tile's (m+1)-th
+  score. A tile can hide a top-k passage only if that bound is >= the final k-th score; the
+  launcher recomputes such queries exactly (torch path), so results stay exact.
+- ``LAZY_M = 0`` (merge, the previous algorithm): every score is packed into a key and the whole
+  tile is merged (two row top-k) whenever some query's tile maximum beats its current k-th key.
+
+Each program writes its K_PAD best keys per query; ``launcher.py`` merges the splits (second pass).
 
 Key layout (int64, larger is better): high 32 bits = the fp32 score mapped to a monotone int32
 (flip the 31 magnitude bits of negatives), low 32 bits = 2**31 - 1 - index, so equal scores
 prefer the smaller index and every key is unique. Padding uses MIN_KEY (below every real key).
 
 Triton API used is in both 3.6 and 3.9: tl.dot(input_precision=), tl.join/reshape, tl.topk
-(a sort-based fallback is selected at import when tl.topk is missing). ``@triton.jit`` picks
-compiled or interpreted at decoration, for triton's own library at ``import triton``: set
-TRITON_INTERPRET=1 before anything imports triton (``launcher.kernels_module`` checks this and
-reloads this module when the setting changed after it was imported).
+(a sort-based fallback is selected at import when tl.topk is missing), tl.static_range.
+``@triton.jit`` picks compiled or interpreted at decoration, for triton's own library at
+``import triton``: set TRITON_INTERPRET=1 before anything imports triton
+(``launcher.kernels_module`` checks this and reloads this module when the setting changed after
+it was imported).
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ import triton.language as tl
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 MIN_KEY = tl.constexpr(-(2**63))
+NO_COL = tl.constexpr(2**31 - 1)  # column id of "no passage" (above every real one)
 HAS_TL_TOPK = hasattr(tl, "topk")
 TOPK_IMPLS = ("bitonic", "sort", "extract")
 
@@ -47,12 +60,13 @@ TOPK_IMPL = default_topk_impl()
 
 
 @triton.jit
-def _pack(scores, offs_n, valid):
-    """(BB, BN) fp32 scores, (BN,) int32 passage ids, (BB, BN) bool -> (BB, BN) int64 keys."""
-    bits = scores.to(tl.int32, bitcast=True)  # (BB, BN)
+def _pack(scores, ids, valid):
+    """fp32 scores, int32 passage ids, bool valid (broadcastable, e.g. (BB, BN), (1, BN),
+    (BB, BN) or three (BB,)) -> int64 keys of the broadcast shape."""
+    bits = scores.to(tl.int32, bitcast=True)
     bits = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # monotone: signed int order == float order
-    low = (2147483647 - offs_n).to(tl.int64)  # (BN,) smaller index -> larger key
-    keys = (bits.to(tl.int64) << 32) | low[None, :]  # (BB, BN)
+    low = (2147483647 - ids).to(tl.int64)  # smaller index -> larger key
+    keys = (bits.to(tl.int64) << 32) | low
     return tl.where(valid, keys, MIN_KEY)
 
 
@@ -110,6 +124,77 @@ def _merge(top, keys, K_PAD: tl.constexpr, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
+def _row_best(s, offs_n):
+    """(BB, BN) fp32 scores (-inf where invalid), (BN,) int32 ids -> (BB,) row max and (BB,)
+    smallest id holding it (NO_COL when the row is all -inf)."""
+    mx = tl.max(s, axis=1)  # (BB,)
+    at = (s == mx[:, None]) & (mx > float("-inf"))[:, None]  # (BB, BN)
+    idx = tl.min(tl.where(at, offs_n[None, :], NO_COL), axis=1)  # (BB,)
+    return mx, idx
+
+
+@triton.jit
+def _flush(top, buf, theta):
+    """Merge the candidate buffer into the running top-k (one row top-k over 2*K_PAD keys) when
+    some buffered key beats its query's current K_PAD-th key; then empty the buffer.
+
+    Args:
+        top: (BB, K_PAD) int64 running top-k (any order).
+        buf: (BB, K_PAD) int64 candidates, MIN_KEY in unused slots.
+        theta: (BB,) int64 current K_PAD-th key of ``top``.
+
+    Returns:
+        top (BB, K_PAD), an empty buf (BB, K_PAD), theta (BB,).
+    """
+    BB: tl.constexpr = top.shape[0]
+    K_PAD: tl.constexpr = top.shape[1]
+    if tl.max((tl.max(buf, axis=1) > theta).to(tl.int32), axis=0) > 0:
+        both = tl.reshape(tl.join(top, buf), (BB, 2 * K_PAD))  # (BB, 2*K_PAD)
+        top = _topk(both, K_PAD)  # (BB, K_PAD)
+        theta = tl.min(top, axis=1)  # (BB,)
+    return top, tl.full((BB, K_PAD), MIN_KEY, tl.int64), theta
+
+
+@triton.jit
+def _lazy_update(s, offs_n, row_ok, top, buf, theta, bound, t, LAZY_M: tl.constexpr):
+    """Lazy merging of one score tile: each query's LAZY_M best passages go to slot t % F of the
+    buffer (F = K_PAD / LAZY_M tiles per flush); the buffer is flushed into ``top`` every F tiles.
+
+    Exactness bookkeeping: a query whose tile max is below its K_PAD-th key ``theta`` cannot gain
+    from the tile (K_PAD >= k real keys beat all of it). Otherwise ``bound`` takes the tile's
+    (LAZY_M+1)-th score: a top-k passage left in the tile scores at most that much.
+
+    Args:
+        s: (BB, BN) fp32 scores, -inf where the passage is invalid.
+        offs_n: (BN,) int32 passage ids; row_ok: (BB,) bool real queries.
+        top, buf: (BB, K_PAD) int64; theta: (BB,) int64; bound: (BB,) fp32; t: tile number.
+
+    Returns:
+        top, buf, theta, bound (same shapes).
+    """
+    K_PAD: tl.constexpr = top.shape[1]
+    F: tl.constexpr = K_PAD // LAZY_M
+    base = (t % F) * LAZY_M  # first buffer column of this tile
+    cols = tl.arange(0, K_PAD)[None, :]  # (1, K_PAD)
+    mx, idx = _row_best(s, offs_n)  # (BB,), (BB,)
+    key = _pack(mx, idx, row_ok & (idx != NO_COL))  # (BB,)
+    hit = key > theta  # (BB,) the tile may change this query's top-k
+    if tl.max(hit.to(tl.int32), axis=0) > 0:
+        buf = tl.where(cols == base, key[:, None], buf)  # (BB, K_PAD)
+        for j in tl.static_range(1, LAZY_M + 1):
+            s = tl.where(offs_n[None, :] == idx[:, None], float("-inf"), s)  # drop the one taken
+            if j < LAZY_M:
+                mx, idx = _row_best(s, offs_n)
+                key = _pack(mx, idx, row_ok & (idx != NO_COL))
+                buf = tl.where(cols == base + j, key[:, None], buf)
+        rest = tl.max(s, axis=1)  # (BB,) the tile's (LAZY_M+1)-th score
+        bound = tl.maximum(bound, tl.where(hit, rest, float("-inf")))
+    if t % F == F - 1:
+        top, buf, theta = _flush(top, buf, theta)
+    return top, buf, theta, bound
+
+
+@triton.jit
 def _program_ids(B, num_splits, BLOCK_B: tl.constexpr, GROUP_B: tl.constexpr):
     """Grouped order: consecutive programs share a passage split (L2 reuse of the passages),
     GROUP_B query blocks at a time (L2 reuse of the queries across splits)."""
@@ -124,12 +209,28 @@ def _program_ids(B, num_splits, BLOCK_B: tl.constexpr, GROUP_B: tl.constexpr):
 
 
 @triton.jit
+def _store(
+    out_ptr, bound_ptr, top, buf, theta, bound, offs_b, mask_b, pid_s, num_splits, LAZY_M: tl.constexpr
+):
+    """Write a program's K_PAD keys per query to out (B, S, K_PAD) and, lazy, flush the buffer
+    first and write the overflow bound to bound (B, S)."""
+    K_PAD: tl.constexpr = top.shape[1]
+    if LAZY_M > 0:
+        top, buf, theta = _flush(top, buf, theta)
+        tl.store(bound_ptr + offs_b.to(tl.int64) * num_splits + pid_s, bound, mask=mask_b)
+    offs_k = tl.arange(0, K_PAD)
+    out = out_ptr + (offs_b.to(tl.int64)[:, None] * num_splits + pid_s) * K_PAD + offs_k[None, :]
+    tl.store(out, top, mask=mask_b[:, None])
+
+
+@triton.jit
 def dot_topk_kernel(
     q_ptr,  # (B, D) queries, rows stride_qb apart, unit stride along D
     p_ptr,  # (N, D) passages, rows stride_pn apart, unit stride along D
     q_scale_ptr,  # (B,) fp32 per-query factor (1/||q|| for cosine); read only if HAS_SCALE
     p_scale_ptr,  # (N,) fp32 per-passage factor (1/||p|| for cosine); read only if HAS_SCALE
     out_ptr,  # (B, num_splits, K_PAD) int64 packed keys, contiguous
+    bound_ptr,  # (B, num_splits) fp32 overflow bounds, contiguous; written only if LAZY_M > 0
     B,
     N,
     D,
@@ -140,6 +241,7 @@ def dot_topk_kernel(
     HAS_SCALE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,  # "ieee" for fp32 inputs (no tf32 rounding), None for 16-bit
     K_PAD: tl.constexpr,
+    LAZY_M: tl.constexpr,  # > 0: lazy merging, candidates per query per tile; 0: merge every tile
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
@@ -153,7 +255,10 @@ def dot_topk_kernel(
     n_end = tl.minimum(n_start + n_per_split, N)
     if HAS_SCALE:
         q_scale = tl.load(q_scale_ptr + offs_b, mask=mask_b, other=0.0)  # (BLOCK_B,)
-    top = tl.full((BLOCK_B, K_PAD), MIN_KEY, tl.int64)  # (BLOCK_B, K_PAD)
+    top = tl.full((BLOCK_B, K_PAD), MIN_KEY, tl.int64)  # (BLOCK_B, K_PAD) running top-k
+    buf = tl.full((BLOCK_B, K_PAD), MIN_KEY, tl.int64)  # (BLOCK_B, K_PAD) lazy candidates
+    theta = tl.full((BLOCK_B,), MIN_KEY, tl.int64)  # (BLOCK_B,) K_PAD-th key of top
+    bound = tl.full((BLOCK_B,), float("-inf"), tl.float32)  # (BLOCK_B,) overflow bound
     for n0 in range(n_start, n_end, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)  # (BLOCK_N,)
         mask_n = offs_n < n_end
@@ -168,11 +273,14 @@ def dot_topk_kernel(
         if HAS_SCALE:  # cosine: (q . p) / (||q|| ||p||), the inputs stay as given
             p_scale = tl.load(p_scale_ptr + offs_n, mask=mask_n, other=0.0)  # (BLOCK_N,)
             acc = acc * q_scale[:, None] * p_scale[None, :]
-        keys = _pack(acc, offs_n, mask_b[:, None] & mask_n[None, :])  # (BLOCK_B, BLOCK_N)
-        top = _merge(top, keys, K_PAD, BLOCK_N)
-    offs_k = tl.arange(0, K_PAD)
-    out = out_ptr + (offs_b.to(tl.int64)[:, None] * num_splits + pid_s) * K_PAD + offs_k[None, :]
-    tl.store(out, top, mask=mask_b[:, None])
+        if LAZY_M > 0:
+            s = tl.where(mask_n[None, :], acc, float("-inf"))  # (BLOCK_B, BLOCK_N)
+            t = (n0 - n_start) // BLOCK_N
+            top, buf, theta, bound = _lazy_update(s, offs_n, mask_b, top, buf, theta, bound, t, LAZY_M)
+        else:
+            keys = _pack(acc, offs_n[None, :], mask_b[:, None] & mask_n[None, :])  # (BLOCK_B, BLOCK_N)
+            top = _merge(top, keys, K_PAD, BLOCK_N)
+    _store(out_ptr, bound_ptr, top, buf, theta, bound, offs_b, mask_b, pid_s, num_splits, LAZY_M)
 
 
 @triton.jit
@@ -180,6 +288,7 @@ def maxsim_topk_kernel(
     q_ptr,  # (B, M, D) query vectors, strides (stride_qb, stride_qm, 1)
     p_ptr,  # (N, M', D) passage vectors, strides (stride_pn, stride_pm, 1)
     out_ptr,  # (B, num_splits, K_PAD) int64 packed keys, contiguous
+    bound_ptr,  # (B, num_splits) fp32 overflow bounds, contiguous; written only if LAZY_M > 0
     B,
     N,
     D,
@@ -193,6 +302,7 @@ def maxsim_topk_kernel(
     num_splits,
     DOT_PRECISION: tl.constexpr,
     K_PAD: tl.constexpr,
+    LAZY_M: tl.constexpr,  # > 0: lazy merging, candidates per query per tile; 0: merge every tile
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,  # passages per merged tile (>= K_PAD), = SUB_N * (BLOCK_N // SUB_N)
     SUB_N: tl.constexpr,  # passages per tl.dot
@@ -218,7 +328,10 @@ def maxsim_topk_kernel(
     group = tl.arange(0, G)[None, :, None]  # (1, G, 1)
     n_start = pid_s * n_per_split
     n_end = tl.minimum(n_start + n_per_split, N)
-    top = tl.full((BLOCK_B, K_PAD), MIN_KEY, tl.int64)  # (BLOCK_B, K_PAD)
+    top = tl.full((BLOCK_B, K_PAD), MIN_KEY, tl.int64)  # (BLOCK_B, K_PAD) running top-k
+    buf = tl.full((BLOCK_B, K_PAD), MIN_KEY, tl.int64)  # (BLOCK_B, K_PAD) lazy candidates
+    theta = tl.full((BLOCK_B,), MIN_KEY, tl.int64)  # (BLOCK_B,) K_PAD-th key of top
+    bound = tl.full((BLOCK_B,), float("-inf"), tl.float32)  # (BLOCK_B,) overflow bound
     for n0 in range(n_start, n_end, BLOCK_N):
         tile = tl.zeros((BLOCK_B, G, SUB_N), dtype=tl.float32)  # (BLOCK_B, G, SUB_N)
         for g in range(0, G):
@@ -237,9 +350,13 @@ def maxsim_topk_kernel(
             sub = tl.sum(tl.max(tok, axis=3), axis=1)  # (BLOCK_B, SUB_N): padded query vectors add 0
             tile = tl.where(group == g, sub[:, None, :], tile)
         offs_n = n0 + tl.arange(0, BLOCK_N)  # (BLOCK_N,)
-        valid = mask_b[:, None] & (offs_n < n_end)[None, :]
-        keys = _pack(tl.reshape(tile, (BLOCK_B, BLOCK_N)), offs_n, valid)  # (BLOCK_B, BLOCK_N)
-        top = _merge(top, keys, K_PAD, BLOCK_N)
-    offs_k = tl.arange(0, K_PAD)
-    out = out_ptr + (offs_b.to(tl.int64)[:, None] * num_splits + pid_s) * K_PAD + offs_k[None, :]
-    tl.store(out, top, mask=mask_b[:, None])
+        mask_n = offs_n < n_end
+        tile2 = tl.reshape(tile, (BLOCK_B, BLOCK_N))  # (BLOCK_B, BLOCK_N)
+        if LAZY_M > 0:
+            s = tl.where(mask_n[None, :], tile2, float("-inf"))  # (BLOCK_B, BLOCK_N)
+            t = (n0 - n_start) // BLOCK_N
+            top, buf, theta, bound = _lazy_update(s, offs_n, mask_b, top, buf, theta, bound, t, LAZY_M)
+        else:
+            keys = _pack(tile2, offs_n[None, :], mask_b[:, None] & mask_n[None, :])  # (BLOCK_B, BLOCK_N)
+            top = _merge(top, keys, K_PAD, BLOCK_N)
+    _store(out_ptr, bound_ptr, top, buf, theta, bound, offs_b, mask_b, pid_s, num_splits, LAZY_M)

@@ -21,6 +21,7 @@ if not torch.cuda.is_available():  # must precede `import triton` (it fixes trit
 import pytest  # noqa: E402
 
 from joint_rag.kernels import (  # noqa: E402
+    launcher,
     rescore,
     resolve_backend,
     similarity,
@@ -31,6 +32,7 @@ from joint_rag.kernels import (  # noqa: E402
 from joint_rag.kernels.launcher import (  # noqa: E402
     candidate_configs,
     choose_config,
+    choose_lazy_m,
     interpreting,
     pack_keys,
     triton_mode,
@@ -156,6 +158,55 @@ def test_bf16_is_converted_in_the_interpreter_and_native_on_gpu():
 
 
 @needs_triton
+@pytest.mark.parametrize("sim", ["dot", "cosine", "maxsim"])
+def test_lazy_and_merge_algorithms_agree(sim):
+    q, p = make_inputs(sim, B=6, N=400, D=24, m=2, mp=3)
+    lazy = similarity_topk_triton(q, p, 8, sim, algo="lazy")
+    assert choose_config(sim, 6, 8, torch.float32, 2, 3, N=400, algo="lazy").lazy_m > 0
+    assert launcher.last_fallback_rows == 0
+    merge = similarity_topk_triton(q, p, 8, sim, algo="merge")
+    assert torch.equal(lazy[1], merge[1])
+    torch.testing.assert_close(lazy[0], merge[0])
+    check_topk(q, p, 8, sim, *lazy, tol=1e-5, exact_recall=True)
+
+
+@needs_triton
+@pytest.mark.parametrize("sim", ["dot", "maxsim"])
+@pytest.mark.parametrize("lazy_m", [1, 2])
+def test_lazy_overflow_falls_back_and_stays_exact(sim, lazy_m):
+    """Every passage three times in adjacent rows: a 16-passage tile holds three copies of each of
+    its best passages, more than LAZY_M, so the overflow bound reaches the k-th score and the
+    affected queries are recomputed by the torch path."""
+    q, p = make_inputs(sim, B=5, N=40, D=16, m=2, mp=2)
+    p = p.repeat_interleave(3, dim=0)  # (120, ...) rows 3i, 3i+1, 3i+2 equal
+    base = choose_config(sim, 5, 6, torch.float32, 2, 2, N=120, algo="merge")
+    cfg = launcher.replace(base, lazy_m=lazy_m)
+    scores, indices = similarity_topk_triton(q, p, 6, sim, config=cfg)
+    assert launcher.last_fallback_rows > 0, "the duplicates should have triggered the fallback"
+    check_topk(q, p, 6, sim, scores, indices, tol=1e-5, exact_recall=False)
+    ref_s, ref_i = similarity_topk_torch(q, p, 6, sim)
+    assert torch.equal(indices, ref_i)  # ties: smaller index first, as the torch path
+
+
+@needs_triton
+def test_lazy_without_overflow_needs_no_fallback():
+    """Tie-free passages spread at random: the kernel's answer is used as is (no torch rows)."""
+    q, p = make_inputs("cosine", B=4, N=600, D=32)
+    cfg = launcher.replace(choose_config("cosine", 4, 5, torch.float32, N=600, algo="merge"), lazy_m=4)
+    scores, indices = similarity_topk_triton(q, p, 5, "cosine", config=cfg, num_splits=3)
+    assert launcher.last_fallback_rows == 0
+    check_topk(q, p, 5, "cosine", scores, indices, tol=1e-5, exact_recall=True)
+
+
+def test_lazy_m_choice_keeps_the_fallback_rare():
+    assert choose_lazy_m(B=1024, N=1_000_000, k=10, block_n=128, k_pad=16) == 2
+    assert choose_lazy_m(B=1024, N=1_000_000, k=100, block_n=128, k_pad=128) == 4
+    assert choose_lazy_m(B=1, N=1_000_000, k=10, block_n=128, k_pad=16) == 1
+    assert choose_lazy_m(B=4, N=100, k=50, block_n=64, k_pad=64) == 0  # k close to N: merge
+    assert choose_lazy_m(B=4, N=100, k=5, block_n=128, k_pad=8) == 0  # one tile: merge
+
+
+@needs_triton
 @pytest.mark.parametrize("impl", ["bitonic", "sort"])
 def test_row_topk_variants_agree(monkeypatch, impl):
     """The GPU's tl.topk (bitonic) and the sort fallback, run once on tiny tiles (slow in the
@@ -171,8 +222,8 @@ def test_row_topk_variants_agree(monkeypatch, impl):
 @pytest.mark.parametrize("sim", SIMS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_compiled_config_table_is_valid(monkeypatch, sim, dtype):
-    """The GPU table (not used by the interpreter): powers of two, tl.dot dims >= 16,
-    merged tiles at least as wide as the running top-k."""
+    """The GPU tables of both algorithms (not used by the interpreter): powers of two, tl.dot
+    dims >= 16, merged tiles at least as wide as the running top-k, LAZY_M dividing K_PAD."""
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     pow2 = lambda x: x > 0 and x & (x - 1) == 0  # noqa: E731
     for B, k, m, mp in [
@@ -182,16 +233,20 @@ def test_compiled_config_table_is_valid(monkeypatch, sim, dtype):
         (4096, 128, 3, 200),
         (64, 256, 32, 2),
     ]:
-        base = choose_config(sim, B, k, dtype, m, mp)
-        for cfg in candidate_configs(base, sim):  # the table's config first, then autotune variants
-            assert all(pow2(v) for v in (cfg.k_pad, cfg.block_b, cfg.block_n, cfg.block_d)), cfg
-            assert cfg.k_pad >= k and cfg.block_n >= cfg.k_pad and cfg.block_d >= 16
-            if sim == "maxsim":
-                assert pow2(cfg.sub_n) and cfg.block_n % cfg.sub_n == 0
-                m_pad, mp_pad = 1 << (m - 1).bit_length(), 1 << (mp - 1).bit_length()
-                assert cfg.block_b * m_pad >= 16 and cfg.sub_n * mp_pad >= 16  # tl.dot rows, columns
-            else:
-                assert cfg.block_b >= 16 and cfg.block_n >= 16
+        for algo in ("lazy", "merge"):
+            base = choose_config(sim, B, k, dtype, m, mp, algo=algo)
+            assert (base.lazy_m > 0) == (algo == "lazy"), base  # N = 1e6: lazy is cheap enough
+            # the table's config first, then autotune variants
+            for cfg in candidate_configs(base, sim):
+                assert all(pow2(v) for v in (cfg.k_pad, cfg.block_b, cfg.block_n, cfg.block_d)), cfg
+                assert cfg.k_pad >= k and cfg.block_n >= cfg.k_pad and cfg.block_d >= 16
+                assert cfg.lazy_m == 0 or (pow2(cfg.lazy_m) and cfg.k_pad % cfg.lazy_m == 0)
+                if sim == "maxsim":
+                    assert pow2(cfg.sub_n) and cfg.block_n % cfg.sub_n == 0
+                    m_pad, mp_pad = 1 << (m - 1).bit_length(), 1 << (mp - 1).bit_length()
+                    assert cfg.block_b * m_pad >= 16 and cfg.sub_n * mp_pad >= 16  # tl.dot rows, columns
+                else:
+                    assert cfg.block_b >= 16 and cfg.block_n >= 16
 
 
 def test_pack_keys_order_and_roundtrip():
@@ -362,3 +417,23 @@ def test_gpu_row_topk_variants(monkeypatch, impl):
     q, p = make_inputs("dot", 33, 10_007, D=128, dtype=torch.bfloat16)
     scores, indices = similarity_topk_triton(q, p, 64)
     check_topk(q, p, 64, "dot", scores, indices, tol=1e-3, exact_recall=False)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("sim", ["cosine", "maxsim"])
+def test_gpu_lazy_matches_merge_and_falls_back_exactly(sim):
+    """Compiled lazy kernel: same answer as the merge kernel on random data without fallback, and
+    exact (torch-recomputed queries) when duplicated adjacent passages overflow LAZY_M."""
+    q, p = make_inputs(sim, 70, 20_011, D=128, m=4, mp=8, dtype=torch.bfloat16)
+    lazy = similarity_topk_triton(q, p, 100, sim, algo="lazy")
+    assert launcher.last_fallback_rows <= 1
+    merge = similarity_topk_triton(q, p, 100, sim, algo="merge")
+    check_topk(q, p, 100, sim, *lazy, tol=1e-2, exact_recall=False)
+    scale = merge[0].abs().max().item() + 1.0
+    torch.testing.assert_close(lazy[0], merge[0], atol=1e-5 * scale, rtol=0)  # summation order only
+    p3 = p[:4000].repeat_interleave(5, dim=0)  # every passage five times in a row
+    scores, indices = similarity_topk_triton(q, p3, 100, sim, algo="lazy")
+    assert launcher.last_fallback_rows > 0
+    ref_s, _ = similarity_topk_torch(q, p3, 100, sim)
+    torch.testing.assert_close(scores, ref_s, atol=1e-5 * (ref_s.abs().max().item() + 1.0), rtol=0)
