@@ -2,7 +2,9 @@
 
 CPU (default): the chunked torch path vs faiss-cpu ``IndexFlatIP.search`` (index prebuilt) vs
 dense ``torch.topk(q @ P.T, k)``, fp32, medians over interleaved repeats, peak extra RSS per call.
-CUDA: the Triton kernel (lazy merging, the default) vs dense torch, ``torch.compile`` of dense,
+CUDA: ``similarity_topk`` (backend triton: the Triton kernel with lazy merging, or the dense
+fp32 path for searches whose scores fit in 64 MiB; ``triton_fused_path`` says which, and then
+``triton_kernel`` times the kernel too) vs dense torch, ``torch.compile`` of dense,
 and faiss GPU flat IP when installed; on the first (N, D) of the sweep (the issue's target shape)
 also the previous Triton algorithm (``triton_fused_merge``, whole-tile merges) in the same run;
 bf16; median times with the L2 flushed (``triton.testing.do_bench``), achieved GB/s and TFLOP/s,
@@ -33,8 +35,13 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
+from joint_rag.kernels import (  # noqa: E402
+    dispatch,  # noqa: E402
+    similarity_topk,
+    similarity_topk_torch,
+    similarity_topk_triton,
+)
 from joint_rag.kernels import launcher as triton_launcher  # noqa: E402
-from joint_rag.kernels import similarity_topk, similarity_topk_torch, similarity_topk_triton  # noqa: E402
 from joint_rag.kernels.reference import DEFAULT_CHUNK_ELEMENTS, default_chunk  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -264,7 +271,15 @@ def cuda_sweep(args: argparse.Namespace, rec: Recorder) -> None:
                     fns["faiss_gpu_flat_ip"] = partial(fg, Q, k)
                 row = {"N": N, "B": B, "D": D, "k": k, "dtype": "bfloat16"}
                 fns["triton_fused"]()
+                # which path similarity_topk took: "dense" (small searches) or "triton" (the kernel)
+                row["triton_fused_path"] = dispatch.last_path
+                if dispatch.last_path != "triton":  # time the kernel too
+                    fns["triton_kernel"] = partial(similarity_topk_triton, Q, P, k)
+                fns.get("triton_kernel", fns["triton_fused"])()
                 row["triton_fallback_rows"] = triton_launcher.last_fallback_rows  # torch-recomputed queries
+                row["triton_config"] = str(triton_launcher.choose_config(
+                    "dot", B, k, Q.dtype, N=N, num_sms=triton_launcher.device_sms(Q.device)
+                ))  # fmt: skip
                 bytes_moved = (N * D + B * D) * 2 + B * k * 12
                 for name, fn in fns.items():
                     try:

@@ -144,7 +144,10 @@ def table_cases(quick: bool) -> list[tuple[str, str, torch.dtype, int, int, int,
     cases = []
     for algo in ("lazy", "merge"):
         for dtype in (torch.bfloat16, torch.float16, torch.float32):
-            for B, k in [(1, 1), (1, 10), (64, 10), (1024, 10), (1, 100), (64, 100), (1024, 100), (64, 256)]:
+            for B, k in [
+                (1, 1), (1, 10), (64, 10), (1024, 10), (4096, 10),
+                (1, 100), (64, 100), (512, 100), (1024, 100), (4096, 100), (64, 256),
+            ]:  # fmt: skip
                 cases.append((algo, "dot" if B == 1 else "cosine", dtype, B, k, 1, 1))
             for B, k, m, mp in [(64, 10, 8, 8), (64, 100, 16, 16), (1, 10, 4, 32), (256, 128, 32, 32)]:
                 cases.append((algo, "maxsim", dtype, B, k, m, mp))

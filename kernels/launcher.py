@@ -35,6 +35,11 @@ ALGOS = ("lazy", "merge")
 ALGO_ENV = "JOINT_RAG_TRITON_ALGO"
 LAZY_MS = (1, 2, 4, 8)  # candidates per query per tile the table may choose
 FALLBACK_BUDGET = 0.01  # expected queries per call recomputed by the torch path (random data)
+# lazy dot: BLOCK_B * K_PAD bound (running top-k + buffer, 2 * BLOCK_B * K_PAD int64, in registers;
+# compile_check: no spills up to 128 x 32 on triton 3.6 and 3.9)
+REG_KEYS = 4096
+NARROW_FROM = 64  # lazy dot: K_PAD >= this may keep fewer than k per program (``keep_width``)
+DEFAULT_SMS = 132  # H100 SXM / H200: streaming multiprocessors, for tables computed without a GPU
 last_fallback_rows = 0  # queries recomputed by the torch path in the latest lazy call
 
 
@@ -42,7 +47,7 @@ last_fallback_rows = 0  # queries recomputed by the torch path in the latest laz
 class TopkConfig:
     """Blocks of one launch (all powers of two)."""
 
-    k_pad: int  # running top-k width, next power of two >= k
+    k_pad: int  # running top-k width per program: next power of two >= k, or less (``keep_width``)
     block_b: int  # queries per program
     block_n: int  # passages per merged tile (>= k_pad)
     block_d: int  # features per tl.dot step
@@ -124,6 +129,42 @@ def choose_lazy_m(B: int, N: int, k: int, block_n: int, k_pad: int) -> int:
     return 0
 
 
+def num_splits_for(N: int, B: int, block_b: int, block_n: int, programs: int, num_splits: int | None) -> int:
+    """Passage splits: ``num_splits`` if given, else enough for ``programs`` programs (capped by
+    the number of tiles; every split holds the same whole number of tiles)."""
+    return _split_tiles(N, B, block_b, block_n, programs, num_splits)[0]
+
+
+def _split_tiles(
+    N: int, B: int, block_b: int, block_n: int, programs: int, num_splits: int | None
+) -> tuple[int, int]:
+    """(splits, tiles per split)."""
+    tiles = max(1, -(-N // block_n))
+    if num_splits is None:
+        num_splits = -(-programs // max(1, -(-B // block_b)))
+    tiles_per_split = -(-tiles // max(1, min(num_splits, tiles)))
+    return -(-tiles // tiles_per_split), tiles_per_split
+
+
+def keep_width(B: int, k: int, k_full: int, splits: int) -> int:
+    """Running top-k width per program for the lazy dot kernel.
+
+    A program only needs the best of its own split, so it may keep fewer than k: the smallest
+    power of two w in [16, k_full] with splits * w >= k and, with the top-k spread at random
+    (a split holds Binomial(k, 1/splits) ~ Poisson(k/splits) of a query's top-k), an expected
+    number of queries per call whose split holds >= w of them (those go to the torch fallback)
+    within FALLBACK_BUDGET. Only for k_full >= NARROW_FROM; smaller k keep k_full.
+    """
+    if k_full < NARROW_FROM:
+        return k_full
+    w = 16
+    while w < k_full:
+        if splits * w >= k and B * splits * _poisson_tail(k / splits, w) <= FALLBACK_BUDGET:
+            return w
+        w *= 2
+    return k_full
+
+
 def choose_config(
     similarity: str,
     B: int,
@@ -134,13 +175,19 @@ def choose_config(
     *,
     N: int = 1_000_000,
     algo: str | None = None,
+    num_splits: int | None = None,
+    num_sms: int = DEFAULT_SMS,
 ) -> TopkConfig:
     """Fixed config table (no autotuning), by similarity, batch, k, dtype, corpus size and algo.
 
     Lazy dot kernel (Hopper-sized tiles): up to 128 queries x 128 passages per tile, 8 warps,
-    3 stages for 16-bit inputs; fewer queries when the running top-k and its buffer are wide
-    (2 * BLOCK_B * K_PAD int64 must stay in registers). LAZY_M from ``choose_lazy_m``; when no
-    LAZY_M is cheap enough (k close to N) the merge table is used.
+    3 stages for 16-bit inputs. The running top-k and its buffer (2 * BLOCK_B * K_PAD int64) stay
+    in registers: BLOCK_B * K_PAD <= REG_KEYS. For k >= 33 each program keeps only
+    ``keep_width`` keys (16 or 32 at the benchmark shapes, against next_pow2(k) = 128 at k = 100),
+    so large batches still get 128-query blocks; the largest BLOCK_B (<= the batch rounded up,
+    >= 16) that fits is used. LAZY_M from ``choose_lazy_m``; when no LAZY_M is cheap enough
+    (k close to N) the merge table is used. ``num_splits`` (default: 4 programs per SM of a
+    ``num_sms`` GPU) enters the width choice.
     Merge dot kernel: 64 queries x max(64, K_PAD) passages per tile, fewer queries when the
     running top-k is wide (K_PAD >= 128). MaxSim: about 64 rows x 64 columns of token-level
     products per ``tl.dot``, both algorithms. The interpreter gets small tiles (fast tests that
@@ -159,10 +206,17 @@ def choose_config(
     elif algo == "lazy":
         # queries per block: the tl.dot minimum (16) for small B, else as many as the
         # (BLOCK_B, K_PAD) top-k + buffer allow in registers
-        block_b = min(max(16, _pow2(B)), {4: 128, 8: 128, 16: 128, 32: 128, 64: 64, 128: 32}.get(k_pad, 16))
-        block_n = max(128, k_pad)
+        for block_b in (128, 64, 32, 16):
+            if block_b > max(16, _pow2(B)):
+                continue
+            block_n = 128
+            splits = num_splits_for(N, B, block_b, block_n, 4 * num_sms, num_splits)
+            width = k_pad if interpreting() else keep_width(B, min(k, N), k_pad, splits)
+            if block_b * width <= REG_KEYS or block_b == 16:
+                break
+        block_n = max(128, width)
         warps = 8 if block_b * block_n >= 64 * 128 else 4
-        cfg = TopkConfig(k_pad, block_b, block_n, block_d, num_warps=warps, num_stages=2 if fp32 else 3)
+        cfg = TopkConfig(width, block_b, block_n, block_d, num_warps=warps, num_stages=2 if fp32 else 3)
     else:
         block_b = 16 if B <= 16 else 32 if B <= 32 or k_pad >= 128 else 64
         if k_pad >= 256:
@@ -175,25 +229,33 @@ def choose_config(
         block_b = max(1, 16 // _pow2(m)) if similarity == "maxsim" else 16
         cfg = replace(cfg, block_b=block_b, block_n=max(k_pad, 2 * sub_n, 16), block_d=32, sub_n=sub_n)
     if algo == "lazy":
-        lazy_m = choose_lazy_m(B, N, k, cfg.block_n, k_pad)
+        lazy_m = choose_lazy_m(B, N, k, cfg.block_n, cfg.k_pad)
         if lazy_m == 0 and similarity != "maxsim":
             return choose_config(similarity, B, k, dtype, m, mp, N=N, algo="merge")
         cfg = replace(cfg, lazy_m=lazy_m)
     return cfg
 
 
+_SMS: dict[int, int] = {}
+
+
+def device_sms(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device (cached: no driver call per search); 1 on CPU
+    (the interpreter: 4 programs)."""
+    if device.type != "cuda":
+        return 1
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _SMS:
+        _SMS[index] = torch.cuda.get_device_properties(index).multi_processor_count
+    return _SMS[index]
+
+
 def choose_splits(
     N: int, B: int, cfg: TopkConfig, device: torch.device, num_splits: int | None
 ) -> tuple[int, int]:
     """(num_splits, passages per split): enough programs to fill the GPU (about 4 per SM)."""
-    tiles = max(1, -(-N // cfg.block_n))
-    if num_splits is None:
-        target = (
-            4 * torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
-        )
-        num_splits = -(-target // max(1, -(-B // cfg.block_b)))
-    tiles_per_split = -(-tiles // max(1, min(num_splits, tiles)))
-    return -(-tiles // tiles_per_split), tiles_per_split * cfg.block_n
+    splits, tiles_per_split = _split_tiles(N, B, cfg.block_b, cfg.block_n, 4 * device_sms(device), num_splits)
+    return splits, tiles_per_split * cfg.block_n
 
 
 def pack_keys(scores: Tensor, indices: Tensor) -> Tensor:
@@ -357,7 +419,9 @@ def similarity_topk_triton(
     mod = kernels_module()
     q, p, scales = _prepare(queries, passages, similarity)
     m, mp = (q.shape[1], p.shape[1]) if similarity == "maxsim" else (1, 1)
-    cfg = config or choose_config(similarity, B, k, p.dtype, m, mp, N=N, algo=algo)
+    cfg = config or choose_config(
+        similarity, B, k, p.dtype, m, mp, N=N, algo=algo, num_splits=num_splits, num_sms=device_sms(q.device)
+    )
     if autotune is None:
         autotune = os.environ.get(AUTOTUNE_ENV, "0") not in ("", "0")
     if autotune and config is None and q.is_cuda and not interpreting():
@@ -366,6 +430,8 @@ def similarity_topk_triton(
         run = lambda c: _launch(mod, similarity, q, p, scales, c, num_splits)  # noqa: E731
         cfg = _autotuned(key, cfg, similarity, run)
     keys, bound = _launch(mod, similarity, q, p, scales, cfg, num_splits)  # (B, S*K_PAD), (B,)
+    if keys.shape[1] < k:  # S * K_PAD < k (a narrow width with few splits): pad, the check recomputes
+        keys = torch.nn.functional.pad(keys, (0, k - keys.shape[1]), value=_MIN_KEY)
     top = keys.topk(k, dim=1).values  # (B, k) second pass over splits, sorted descending
     scores, indices = unpack_keys(top)
     if bound is not None:

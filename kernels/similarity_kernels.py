@@ -10,8 +10,10 @@ Two ways to keep the running (BLOCK_B, K_PAD) top-k, chosen by the constexpr LAZ
   every K_PAD/m tiles (and at the end). A query whose tile maximum is below its current K_PAD-th
   key skips the tile; when no query of the block needs it, the rounds are skipped altogether.
   Per query the kernel also writes an overflow bound: the max over tiles of the tile's (m+1)-th
-  score. A tile can hide a top-k passage only if that bound is >= the final k-th score; the
-  launcher recomputes such queries exactly (torch path), so results stay exact.
+  score, and the program's K_PAD-th kept score (K_PAD, the width of the running top-k, may be
+  below k for large k: each program only needs the best of its own split). A program can have
+  lost a top-k passage only if that bound is >= the final k-th score; the launcher recomputes
+  such queries exactly (torch path), so results stay exact.
 - ``LAZY_M = 0`` (merge, the previous algorithm): every score is packed into a key and the whole
   tile is merged (two row top-k) whenever some query's tile maximum beats its current k-th key.
 
@@ -161,7 +163,8 @@ def _lazy_update(s, offs_n, row_ok, top, buf, theta, bound, t, LAZY_M: tl.conste
     buffer (F = K_PAD / LAZY_M tiles per flush); the buffer is flushed into ``top`` every F tiles.
 
     Exactness bookkeeping: a query whose tile max is below its K_PAD-th key ``theta`` cannot gain
-    from the tile (K_PAD >= k real keys beat all of it). Otherwise ``bound`` takes the tile's
+    from the tile in this program (K_PAD real keys beat all of it; if K_PAD < k, the K_PAD-th
+    kept score in the bound covers it). Otherwise ``bound`` takes the tile's
     (LAZY_M+1)-th score: a top-k passage left in the tile scores at most that much.
 
     Args:
@@ -213,17 +216,29 @@ def _store(
     out_ptr, bound_ptr, top, buf, theta, bound, offs_b, mask_b, pid_s, num_splits, LAZY_M: tl.constexpr
 ):
     """Write a program's K_PAD keys per query to out (B, S, K_PAD) and, lazy, flush the buffer
-    first and write the overflow bound to bound (B, S)."""
+    first and write the overflow bound to bound (B, S): the max of the tiles' (LAZY_M+1)-th
+    scores and the program's K_PAD-th kept score."""
     K_PAD: tl.constexpr = top.shape[1]
     if LAZY_M > 0:
         top, buf, theta = _flush(top, buf, theta)
+        # the program kept only its K_PAD best (K_PAD may be < k): whatever it dropped scores at
+        # most its K_PAD-th score, so that score joins the bound (-inf when fewer were found)
+        hi = (theta >> 32).to(tl.int32)
+        kept = (hi ^ ((hi >> 31) & 0x7FFFFFFF)).to(tl.float32, bitcast=True)  # (BB,)
+        bound = tl.maximum(bound, tl.where(theta != MIN_KEY, kept, float("-inf")))
         tl.store(bound_ptr + offs_b.to(tl.int64) * num_splits + pid_s, bound, mask=mask_b)
     offs_k = tl.arange(0, K_PAD)
     out = out_ptr + (offs_b.to(tl.int64)[:, None] * num_splits + pid_s) * K_PAD + offs_k[None, :]
     tl.store(out, top, mask=mask_b[:, None])
 
 
-@triton.jit
+# B, N and num_splits are not specialised (==1, %16): one binary serves every batch, corpus size
+# and split count (fewer JIT compiles, in the GPU tests and in use); they only feed masks and
+# index arithmetic, never a vectorised load
+_NO_SPECIALIZE = ["B", "N", "num_splits"]
+
+
+@triton.jit(do_not_specialize=_NO_SPECIALIZE)
 def dot_topk_kernel(
     q_ptr,  # (B, D) queries, rows stride_qb apart, unit stride along D
     p_ptr,  # (N, D) passages, rows stride_pn apart, unit stride along D
@@ -283,7 +298,7 @@ def dot_topk_kernel(
     _store(out_ptr, bound_ptr, top, buf, theta, bound, offs_b, mask_b, pid_s, num_splits, LAZY_M)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_NO_SPECIALIZE)
 def maxsim_topk_kernel(
     q_ptr,  # (B, M, D) query vectors, strides (stride_qb, stride_qm, 1)
     p_ptr,  # (N, M', D) passage vectors, strides (stride_pn, stride_pm, 1)
