@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> dict:
 
     gen.mode = "memory"
     try:
-        M = rag.compressor.num_memory_tokens
+        M = rag.compressor.memory_slots
         compress = []
         with torch.no_grad():
             for _ in range(args.warmup + args.repeats):
@@ -218,7 +218,7 @@ def run(args: argparse.Namespace) -> dict:
             "statistic": "median",
         },
         "notes": (
-            f"M is fixed by the trained compressor (M={rag.compressor.num_memory_tokens}); rows "
+            f"M is fixed by the trained compressor (M={rag.compressor.memory_slots}); rows "
             "'memory_random_M*' feed random memory of shape (B, 5, M, H) to the generator and measure "
             "its prefill+decode cost only. Every row decodes exactly max_new_tokens tokens (EOS "
             "ignored). compress_s (trained row) is the compressor's time for the B*5 passages, "

@@ -247,11 +247,16 @@ def _save_compressor(comp: nn.Module, folder: Path, projector: str) -> None:
     if projector == "own":
         for name, t in comp.projector.state_dict().items():
             extras[f"projector.{name}"] = t.detach().cpu().contiguous()
+    if comp.scorer is not None:
+        for name, t in comp.scorer.state_dict().items():
+            extras[f"scorer.{name}"] = t.detach().cpu().contiguous()
     save_file(extras, folder / EXTRAS)
     fields = ("num_memory_tokens", "max_length", "projector_layers", "output_dim")
     cfg = {"shared": False, **{f: getattr(comp, f) for f in fields}, "retrieval": comp.retrieval_mode}
     cfg |= {"projector": projector, "is_decoder": bool(comp.is_decoder), "backbone_hidden": int(comp.hidden)}
     cfg["lora_rank_merged"] = comp.lora_rank
+    extract = ("extract_tokens", "extract_max_tokens", "extract_temperature")
+    cfg |= {"memory": comp.memory_mode, **{f: getattr(comp, f) for f in extract}}
     _write_json(folder / COMPRESSOR_JSON, {**cfg, "trained_from": str(comp.backbone_spec)})
 
 
@@ -292,7 +297,7 @@ def _manifest(module: nn.Module, corpus: Corpus, memory, retrieval, step: int) -
     import safetensors
     import transformers
 
-    K, M = module.selector.k, module.compressor.num_memory_tokens
+    K, M = module.selector.k, module.compressor.memory_slots
     return {
         "format_version": FORMAT_VERSION,
         "library": "joint_rag",

@@ -143,10 +143,9 @@ class JointRAG(CandidateMixin, nn.Module):
             )
         memory, retrieval = _load_corpus_memory(folder / MEMORY_FILE, len(corpus))
         problems = []
-        if manifest["M"] != compressor.num_memory_tokens:
-            problems.append(
-                f"M={manifest['M']} but the compressor has {compressor.num_memory_tokens} memory tokens"
-            )
+        compressor.attach_generator(generator)
+        if manifest["M"] != compressor.memory_slots:
+            problems.append(f"M={manifest['M']} but the compressor gives {compressor.memory_slots} memory slots")
         if compressor.output_dim != generator.hidden_size:
             problems.append(
                 f"compressor output_dim {compressor.output_dim} != generator hidden {generator.hidden_size}"
@@ -322,6 +321,10 @@ def _load_compressor(
             retrieval=cfg["retrieval"],
             lora_rank=0,
             freeze_backbone=True,
+            memory=cfg.get("memory", "tokens"),
+            extract_tokens=cfg.get("extract_tokens", 32),
+            extract_max_tokens=cfg.get("extract_max_tokens", 96),
+            extract_temperature=cfg.get("extract_temperature", 1.0),
         )
     except Exception as err:  # noqa: BLE001 - HF raises many types for a damaged folder
         raise ExportFormatError(f"{folder}: cannot load the backbone ({err}); re-export the model") from err
@@ -332,6 +335,10 @@ def _load_compressor(
         if cfg["projector"] == "own":
             proj = {k.removeprefix("projector."): v for k, v in extras.items() if k.startswith("projector.")}
             comp.projector.load_state_dict(proj)
+        if comp.scorer is not None:
+            comp.scorer.load_state_dict(
+                {k.removeprefix("scorer."): v for k, v in extras.items() if k.startswith("scorer.")}
+            )
     except (KeyError, RuntimeError) as err:
         raise ExportFormatError(
             f"{folder / EXTRAS} does not match {cfg_path}: {err}; re-export the model"

@@ -194,3 +194,20 @@ def test_cli_export_without_config_says_what_to_pass(tmp_path, capsys):
     assert info.value.code == 2
     assert "--config" in capsys.readouterr().err
     assert not (tmp_path / "exp").exists()
+
+
+def test_extractive_compressor_round_trip(tiny_module, tmp_path):
+    from joint_rag.models import Compressor
+
+    comp = Compressor("tiny-bert", num_memory_tokens=2, max_length=48, memory="extractive", extract_tokens=5)
+    module, data = tiny_module(compressor=comp)
+    out = export_module(module, tmp_path / "exp", data.corpus)
+    manifest = json.loads((out / "joint_rag.json").read_text())
+    assert manifest["M"] == 5
+    rag = JointRAG.from_pretrained(out)
+    assert rag.compressor.memory_mode == "extractive"
+    assert torch.equal(rag.compressor.scorer.weight, module.compressor.scorer.weight)
+    module.eval().build_index(show_progress=False)
+    assert torch.equal(module.search(QUESTIONS, None, 4)[0], rag.search(QUESTIONS, None, 4)[0])
+    _, cands = module.rank(QUESTIONS, None)
+    assert [r["answer"] for r in rag.answer(QUESTIONS)] == module.answer_from_candidates(QUESTIONS, None, cands)

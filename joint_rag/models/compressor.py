@@ -7,6 +7,17 @@ space: ``memory`` (n, M, H). The retrieval vectors are either that memory (``ret
 "memory"``) or the mean-pooled token states (``retrieval="mean_pool"``, sentence-transformers
 style, so an off-the-shelf retriever such as all-MiniLM-L6-v2 works at step 0).
 
+``memory="extractive"`` replaces the generator-side memory by M generator-token embeddings
+picked from the passage: a linear scorer over the backbone's token states (each generator token
+scored through the backbone token that holds its first character) ranks the passage's generator
+tokens, a straight-through top-M keeps M of them in passage order, and the memory is their rows
+of the generator's own (frozen) input embedding table. The selection is hard in the forward pass
+(the generator reads real token embeddings, a telegraphic passage) and differentiable in the
+backward pass (sequential-softmax relaxation, as for passage selection), so the answer loss
+trains the scorer and the backbone. The learned memory tokens then serve retrieval only
+(``retrieval="memory"``). Needs ``attach_generator`` (the training module and
+``JointRAG.from_pretrained`` call it).
+
 The query encoder is the same class (``Compressor.copy_for_queries``).
 """
 
@@ -41,6 +52,11 @@ class Compressor(nn.Module):
         lora_rank: if > 0, wrap the backbone with LoRA adapters of this rank (peft) and freeze
             its other weights.
         freeze_backbone: keep backbone weights fixed (memory tokens and projector still train).
+        memory: "tokens" (projected memory-token states, CLaRa) or "extractive" (M' selected
+            generator-token embeddings, see module docstring).
+        extract_tokens: M', generator tokens kept per passage (``memory="extractive"``).
+        extract_max_tokens: generator tokens of the passage considered for selection.
+        extract_temperature: temperature of the selection's backward relaxation.
     """
 
     def __init__(
@@ -53,8 +69,19 @@ class Compressor(nn.Module):
         retrieval: str = "memory",
         lora_rank: int = 0,
         freeze_backbone: bool = False,
+        memory: str = "tokens",
+        extract_tokens: int = 32,
+        extract_max_tokens: int = 96,
+        extract_temperature: float = 1.0,
     ) -> None:
         super().__init__()
+        if memory not in ("tokens", "extractive"):
+            raise ValueError(f"compressor.memory must be 'tokens' or 'extractive', got {memory!r}")
+        if memory == "extractive" and not 1 <= extract_tokens <= extract_max_tokens:
+            raise ValueError(
+                f"compressor.extract_tokens must be between 1 and extract_max_tokens={extract_max_tokens}, "
+                f"got {extract_tokens}"
+            )
         if num_memory_tokens < 1:
             raise ValueError(f"compressor.num_memory_tokens must be >= 1, got {num_memory_tokens}")
         if retrieval not in ("memory", "mean_pool"):
@@ -75,6 +102,12 @@ class Compressor(nn.Module):
         emb = self.backbone.get_input_embeddings().weight
         init = emb[torch.randint(0, emb.shape[0], (num_memory_tokens,))].detach().clone()
         self.memory_tokens = nn.Parameter(init)  # (M, H_b)
+        self.memory_mode = memory
+        self.extract_tokens = extract_tokens
+        self.extract_max_tokens = extract_max_tokens
+        self.extract_temperature = extract_temperature
+        self.scorer = nn.Linear(self.hidden, 1) if memory == "extractive" else None
+        self._generator_parts: tuple | None = None  # (tokenizer, input embedding), not submodules
         self.projector: nn.Module | None = None
         self.output_dim = output_dim
         if output_dim is not None:
@@ -106,9 +139,73 @@ class Compressor(nn.Module):
                 nn.Linear(self.hidden, output_dim), nn.GELU(), nn.Linear(output_dim, output_dim)
             )
 
+    @property
+    def memory_slots(self) -> int:
+        """Memory vectors per passage that the generator reads (M, or M' when extractive)."""
+        return self.extract_tokens if self.memory_mode == "extractive" else self.num_memory_tokens
+
+    def attach_generator(self, generator: nn.Module) -> None:
+        """Give an extractive compressor the generator's tokenizer and input embedding table
+        (held by reference, not registered: they stay the generator's parameters)."""
+        self._generator_parts = (generator.tokenizer, generator.model.get_input_embeddings())
+
+    def _extract(self, texts: list[str], states: Tensor) -> Tensor:
+        """Extractive memory: (n, M', H) generator-token embeddings chosen by the scorer.
+
+        Args:
+            texts: n passages.
+            states: (n, L, H_b) backbone states of the passage tokens (aligned with ``enc``).
+        """
+        if self._generator_parts is None:
+            raise RuntimeError("extractive compressor: call attach_generator(generator) first")
+        from joint_rag.models.selection import straight_through_topk
+
+        gen_tok, gen_emb = self._generator_parts
+        device = states.device
+        n, Lg, Mx = len(texts), self.extract_max_tokens, self.extract_tokens
+        gen = gen_tok(texts, add_special_tokens=False, truncation=True, max_length=Lg, return_offsets_mapping=True)
+        bb = self.tokenizer(texts, truncation=True, max_length=self.max_length, return_offsets_mapping=True)
+        pad = gen_tok.pad_token_id if gen_tok.pad_token_id is not None else 0
+        gen_ids = torch.full((n, Lg), pad, dtype=torch.long)
+        align = torch.zeros((n, Lg), dtype=torch.long)  # backbone token of each generator token
+        valid = torch.zeros((n, Lg), dtype=torch.bool)
+        for b, text in enumerate(texts):
+            spans = [(s, e) for s, e in bb["offset_mapping"][b] if e > s]  # real backbone tokens
+            idx = [i for i, (s, e) in enumerate(bb["offset_mapping"][b]) if e > s]
+            if not spans:
+                continue
+            starts = torch.tensor([s for s, _ in spans])
+            shift = states.shape[1] - len(bb["input_ids"][b]) if self.is_decoder else 0  # left padding
+            covered = spans[-1][1]
+            for j, (s, e) in enumerate(gen["offset_mapping"][b]):
+                while s < e and text[s].isspace():
+                    s += 1
+                if s >= covered or e <= s:
+                    continue
+                gen_ids[b, j] = gen["input_ids"][b][j]
+                align[b, j] = shift + idx[max(0, int(torch.searchsorted(starts, s, right=True)) - 1)]
+                valid[b, j] = True
+        gen_ids, align, valid = gen_ids.to(device), align.to(device), valid.to(device)
+        h = states.gather(1, align.unsqueeze(-1).expand(-1, -1, states.shape[-1]))  # (n, Lg, H_b)
+        scores = self.scorer(h).squeeze(-1).float()  # (n, Lg)
+        # padding is never preferred over a real token; beyond the passage it fills the slots
+        scores = scores.masked_fill(~valid, -1e4)
+        weights, indices = straight_through_topk(scores, Mx, self.extract_temperature)  # (n, M', Lg)
+        order = indices.argsort(dim=1)  # passage order
+        weights = weights.gather(1, order.unsqueeze(-1).expand(-1, -1, Lg))  # (n, M', Lg)
+        table = gen_emb(gen_ids).detach()  # (n, Lg, H): the generator's own token embeddings
+        return torch.einsum("nml,nlh->nmh", weights.to(table.dtype), table)  # (n, M', H)
+
     def copy_for_queries(self) -> Compressor:
-        """A query encoder initialised from this compressor (same architecture, own weights)."""
-        return copy.deepcopy(self)
+        """A query encoder initialised from this compressor (same architecture, own weights;
+        the attached generator parts are shared, not copied)."""
+        parts, self._generator_parts = self._generator_parts, None
+        try:
+            new = copy.deepcopy(self)
+        finally:
+            self._generator_parts = parts
+        new._generator_parts = parts
+        return new
 
     def tokenize(self, texts: list[str], device: torch.device | None = None) -> dict[str, Tensor]:
         self.tokenizer.padding_side = "left" if self.is_decoder else "right"
@@ -160,11 +257,19 @@ class Compressor(nn.Module):
             out = self.backbone(inputs_embeds=embeds, attention_mask=full_mask, position_ids=position_ids)
             hidden = out.last_hidden_state  # (n, L+M, H_b)
             mem_h = hidden[:, -M:]  # (n, M, H_b)
+            text_h = hidden[:, :-M]  # (n, L, H_b)
         else:
             embeds = torch.cat([tok[:, :1], mem, tok[:, 1:]], dim=1)  # (n, 1+M+L-1, H_b)
             full_mask = torch.cat([mask[:, :1], ones, mask[:, 1:]], dim=1)
             out = self.backbone(inputs_embeds=embeds, attention_mask=full_mask)
             hidden = out.last_hidden_state  # (n, L+M, H_b)
             mem_h = hidden[:, 1 : 1 + M]  # (n, M, H_b)
+            text_h = torch.cat([hidden[:, :1], hidden[:, 1 + M :]], dim=1)  # (n, L, H_b)
         memory = self.projector(mem_h.contiguous())  # (n, M, H)
-        return CompressorOutput(memory, memory if retrieval is None else retrieval)
+        if retrieval is None:
+            retrieval = memory
+        if self.memory_mode == "extractive":
+            if not need_memory:
+                return CompressorOutput(None, retrieval)
+            memory = self._extract(texts, text_h)  # (n, M', H)
+        return CompressorOutput(memory, retrieval)

@@ -23,8 +23,8 @@ class CandidateMixin:
     def encode_queries(self, queries: list[str], instructions: list[str | None] | None = None) -> Tensor:
         """(B, R, D) query retrieval vectors (instruction prepended when given)."""
         texts = [f"{i} {q}" if i else q for q, i in zip(queries, instructions or [None] * len(queries))]
-        need_memory = self.query_encoder.retrieval_mode == "memory"  # mean-pool queries need no memory
-        return self.query_encoder(texts, need_memory=need_memory).retrieval
+        # queries need retrieval vectors only (memory retrieval still runs the memory-token pass)
+        return self.query_encoder(texts, need_memory=False).retrieval
 
     def _current_step(self) -> int:
         trainer = getattr(self, "_trainer", None)

@@ -110,6 +110,7 @@ class JointRAGModule(CandidateMixin, pl.LightningModule):
         self.compressor = compressor
         self.generator = generator
         compressor.build_projector(generator.hidden_size)
+        compressor.attach_generator(generator)
         self.query_encoder = compressor if query_encoder == "shared" else compressor.copy_for_queries()
         if query_encoder == "separate":
             self.query_encoder.projector = None  # queries need retrieval vectors only

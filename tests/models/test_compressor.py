@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from joint_rag.models import Compressor
@@ -31,3 +32,55 @@ def test_memory_retrieval_is_the_memory():
     comp.build_projector(8)
     out = comp(["text"])
     assert out.retrieval is out.memory and out.memory.shape == (1, 2, 8)
+
+
+def _extractive(k: int = 6):
+    from joint_rag.models import Compressor, Generator
+
+    torch.manual_seed(0)
+    gen = Generator("tiny-llama")
+    comp = Compressor("tiny-bert", num_memory_tokens=2, max_length=48, memory="extractive", extract_tokens=k)
+    comp.build_projector(gen.hidden_size)
+    comp.attach_generator(gen)
+    return comp, gen
+
+
+def test_extractive_memory_is_generator_token_embeddings_in_passage_order():
+    comp, gen = _extractive(k=6)
+    texts = ["Ama Lo keeps a ferret as a pet and plays the oboe.", "Bo Ri likes amber."]
+    out = comp(texts)
+    assert out.memory.shape == (2, 6, gen.hidden_size)
+    assert out.retrieval.shape == (2, 2, gen.hidden_size)  # memory tokens serve retrieval
+    table = gen.model.get_input_embeddings().weight
+    for b, text in enumerate(texts):
+        ids = gen.tokenizer(text, add_special_tokens=False).input_ids
+        rows = [(table - out.memory[b, j]).abs().sum(-1).argmin().item() for j in range(6)]
+        assert all(torch.equal(out.memory[b, j], table[r]) for j, r in enumerate(rows))
+        real = [r for r in rows if r != gen.tokenizer.pad_token_id]
+        # a subsequence of the passage's tokens, in order
+        it = iter(ids)
+        assert all(any(r == t for t in it) for r in real)
+    assert len([r for r in rows if r != gen.tokenizer.pad_token_id]) <= len(
+        gen.tokenizer(texts[1], add_special_tokens=False).input_ids
+    )
+
+
+def test_extractive_memory_trains_the_scorer_and_backbone_not_the_embeddings():
+    comp, gen = _extractive(k=4)
+    out = comp(["Ama Lo keeps a ferret as a pet and plays the oboe."])
+    (out.memory * torch.randn_like(out.memory)).sum().backward()
+    assert comp.scorer.weight.grad is not None and comp.scorer.weight.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in comp.backbone.parameters())
+    assert gen.model.get_input_embeddings().weight.grad is None
+
+
+def test_extractive_queries_skip_extraction_and_copies_share_the_generator():
+    comp, _ = _extractive()
+    out = comp(["who keeps a ferret?"], need_memory=False)
+    assert out.memory is None and out.retrieval.shape[1] == 2
+    assert comp.copy_for_queries()._generator_parts is comp._generator_parts
+    bare = type(comp)("tiny-bert", num_memory_tokens=2, memory="extractive", extract_tokens=2, output_dim=8)
+    with pytest.raises(RuntimeError, match="attach_generator"):
+        bare(["text"])
+    with pytest.raises(ValueError, match="extract_tokens"):
+        type(comp)("tiny-bert", memory="extractive", extract_tokens=0)
