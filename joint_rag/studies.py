@@ -82,6 +82,13 @@ MENU: dict[str, dict] = {
         },
         "model.objective_weights": None,
     },
+    "similarity+generator": {  # similarity-trained retriever; the answer loss trains the generator only
+        "model.objectives": {
+            "similarity": _obj("Similarity", temperature=0.05),
+            "end_to_end": _obj("EndToEnd", retriever_gradient=False),
+        },
+        "model.objective_weights": None,
+    },
     "similarity+pdist": {
         "model.objectives": {
             "similarity": _obj("Similarity", temperature=0.05),

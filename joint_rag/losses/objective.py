@@ -39,6 +39,15 @@ class CombinedObjective(nn.Module):
                 out |= set(obj.needs)
         return frozenset(out)
 
+    @property
+    def answer_trains_retriever(self) -> bool:
+        """False when every weighted answer-NLL objective opts out of the retriever gradient
+        (``EndToEnd(retriever_gradient=False)``): the module then selects on detached scores."""
+        answer = [
+            obj for name, obj in self.objectives.items() if self.weights[name] != 0.0 and "answer_nll" in obj.needs
+        ]
+        return not answer or any(getattr(obj, "retriever_gradient", True) for obj in answer)
+
     def forward(self, inputs: ObjectiveInputs) -> tuple[Tensor, dict[str, Tensor]]:
         total = inputs.scores.new_zeros(())
         terms: dict[str, Tensor] = {}

@@ -168,7 +168,8 @@ class JointRAGModule(CandidateMixin, pl.LightningModule):
         if needs and needs <= {"pretrain"}:
             inputs = self._pretrain_inputs(batch)
         else:
-            inputs = self._joint_inputs(batch, needs)
+            detach = not getattr(objective, "answer_trains_retriever", True)
+            inputs = self._joint_inputs(batch, needs, detach_selection=detach)
         total, terms = objective(inputs)
         self.log("train/loss", total, prog_bar=True, batch_size=B)
         for name, value in terms.items():
@@ -177,7 +178,9 @@ class JointRAGModule(CandidateMixin, pl.LightningModule):
             self.log("train/staleness", float(self.global_step - self.index.step), batch_size=B)
         return total
 
-    def _joint_inputs(self, batch: RAGBatch, needs: frozenset[str]) -> ObjectiveInputs:
+    def _joint_inputs(
+        self, batch: RAGBatch, needs: frozenset[str], detach_selection: bool = False
+    ) -> ObjectiveInputs:
         B = len(batch)
         cand_ids = self.training_candidates(batch)  # B lists of C ids
         unique = sorted({pid for row in cand_ids for pid in row})
@@ -201,7 +204,8 @@ class JointRAGModule(CandidateMixin, pl.LightningModule):
         inputs = ObjectiveInputs(scores=scores, gold=gold, inbatch_scores=inbatch, inbatch_gold=inbatch_gold)
         cand_memory = memory[cand_rows] if memory is not None else None  # (B, C, M, H)
         if "answer_nll" in needs or needs & {"passage_loglik", "token_logprobs"}:
-            weights, selected = self.selector(scores)  # (B, K, C), (B, K)
+            # (B, K, C), (B, K); detached: the answer loss does not train the retrieval scores
+            weights, selected = self.selector(scores.detach() if detach_selection else scores)
             inputs.selected = selected
         if "answer_nll" in needs:
             if self.generator.mode == "memory":

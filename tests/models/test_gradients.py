@@ -59,3 +59,22 @@ def test_mean_pool_retrieval_and_maxsim_also_train(tiny_module):
         run_step(module, data)
         query = [p for n, p in module.query_encoder.named_parameters() if not n.startswith("projector.")]
         assert grad_norm(query) > 0, similarity
+
+
+def test_end_to_end_without_retriever_gradient_trains_the_generator_only(tiny_module):
+    from joint_rag.losses import EndToEnd
+
+    module, data = tiny_module(objectives={"end_to_end": EndToEnd(retriever_gradient=False)})
+    assert not module.objective.answer_trains_retriever
+    module.train()
+    module.build_index(show_progress=False)
+    batch = collate_examples(data.train[:3])
+    inputs = module._joint_inputs(batch, module.objective.needs, detach_selection=True)
+    loss, _ = module.objective(inputs)
+    loss.backward()
+    query = [p for n, p in module.query_encoder.named_parameters() if not n.startswith("projector.")]
+    assert grad_norm(query) == 0, "the query side is reached only through the (detached) selection"
+    assert grad_norm(module.generator.parameters()) > 0
+    assert grad_norm(module.compressor.projector.parameters()) > 0  # memory still trains
+    with_grad, _ = tiny_module(objectives={"end_to_end": EndToEnd()})
+    assert with_grad.objective.answer_trains_retriever
