@@ -28,8 +28,8 @@ MARKER = "\u0000MEM\u0000"
 
 def _cache_kwarg(model: nn.Module) -> str:
     """transformers >= 5.x names the KV cache ``cache``; older releases ``past_key_values``."""
-    fwd = model.forward
-    params = inspect.signature(fwd).parameters
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft wraps the LM
+    params = inspect.signature(base.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
 
@@ -273,6 +273,7 @@ class Generator(nn.Module):
         next_tok = out.logits[:, -1].argmax(-1)  # (B,)
         done = torch.zeros(B, dtype=torch.bool, device=embeds.device)
         tokens: list[Tensor] = []
+        cache_kwarg = _cache_kwarg(self.model)
         for _ in range(max_new_tokens):
             tokens.append(next_tok)
             done = done | (next_tok == self.eos_id)
@@ -287,7 +288,7 @@ class Generator(nn.Module):
                 attention_mask=attn,
                 position_ids=pos,
                 use_cache=True,
-                **{_cache_kwarg(self.model): past},
+                **{cache_kwarg: past},
             )
             past = _cache_of(out)
             next_tok = out.logits[:, -1].argmax(-1)
