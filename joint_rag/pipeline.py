@@ -145,7 +145,9 @@ class JointRAG(CandidateMixin, nn.Module):
         problems = []
         compressor.attach_generator(generator)
         if manifest["M"] != compressor.memory_slots:
-            problems.append(f"M={manifest['M']} but the compressor gives {compressor.memory_slots} memory slots")
+            problems.append(
+                f"M={manifest['M']} but the compressor gives {compressor.memory_slots} memory slots"
+            )
         if compressor.output_dim != generator.hidden_size:
             problems.append(
                 f"compressor output_dim {compressor.output_dim} != generator hidden {generator.hidden_size}"

@@ -210,4 +210,6 @@ def test_extractive_compressor_round_trip(tiny_module, tmp_path):
     module.eval().build_index(show_progress=False)
     assert torch.equal(module.search(QUESTIONS, None, 4)[0], rag.search(QUESTIONS, None, 4)[0])
     _, cands = module.rank(QUESTIONS, None)
-    assert [r["answer"] for r in rag.answer(QUESTIONS)] == module.answer_from_candidates(QUESTIONS, None, cands)
+    assert [r["answer"] for r in rag.answer(QUESTIONS)] == module.answer_from_candidates(
+        QUESTIONS, None, cands
+    )

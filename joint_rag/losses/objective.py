@@ -44,7 +44,9 @@ class CombinedObjective(nn.Module):
         """False when every weighted answer-NLL objective opts out of the retriever gradient
         (``EndToEnd(retriever_gradient=False)``): the module then selects on detached scores."""
         answer = [
-            obj for name, obj in self.objectives.items() if self.weights[name] != 0.0 and "answer_nll" in obj.needs
+            obj
+            for name, obj in self.objectives.items()
+            if self.weights[name] != 0.0 and "answer_nll" in obj.needs
         ]
         return not answer or any(getattr(obj, "retriever_gradient", True) for obj in answer)
 

@@ -163,7 +163,9 @@ class Compressor(nn.Module):
         gen_tok, gen_emb = self._generator_parts
         device = states.device
         n, Lg, Mx = len(texts), self.extract_max_tokens, self.extract_tokens
-        gen = gen_tok(texts, add_special_tokens=False, truncation=True, max_length=Lg, return_offsets_mapping=True)
+        gen = gen_tok(
+            texts, add_special_tokens=False, truncation=True, max_length=Lg, return_offsets_mapping=True
+        )
         bb = self.tokenizer(texts, truncation=True, max_length=self.max_length, return_offsets_mapping=True)
         pad = gen_tok.pad_token_id if gen_tok.pad_token_id is not None else 0
         gen_ids = torch.full((n, Lg), pad, dtype=torch.long)
