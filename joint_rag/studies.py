@@ -319,6 +319,11 @@ def main_ablate(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="jrag ablate")
     parser.add_argument("-c", "--config", required=True, help="ablation grid YAML")
     parser.add_argument("--only", nargs="*", help="run only these variants (others still reported if done)")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: write results.md/.csv/.png from the runs finished so far",
+    )
     args = parser.parse_args(argv)
     try:
         grid = load_grid(args.config)
@@ -327,6 +332,18 @@ def main_ablate(argv: list[str]) -> int:
         return 2
     t0 = time.perf_counter()
     results = {}
+    if args.report_only:
+        for variant, seed in grid.runs():
+            done = grid.out_dir / "runs" / variant / f"seed{seed}" / "metrics.json"
+            if done.exists():
+                results[(variant, seed)] = json.loads(done.read_text())
+        if not results:
+            print(f"jrag ablate: no finished runs under {grid.out_dir / 'runs'}")
+            return 1
+        # wall time: the finished runs' own (recorded) wall times, summed
+        path = write_results(grid, results, sum(float(r.get("wall_seconds", 0.0)) for r in results.values()))
+        print(path.read_text())
+        return 0
     for variant, seed in grid.runs():
         if (
             args.only

@@ -42,6 +42,14 @@ def test_smoke_ablation_runs_and_resumes(tmp_path, monkeypatch):
     stamp = (out / "runs/frozen/seed0/metrics.json").stat().st_mtime_ns
     assert main_ablate(["-c", str(grid_file)]) == 0
     assert (out / "runs/frozen/seed0/metrics.json").stat().st_mtime_ns == stamp
+    # --report-only runs nothing and reports the finished runs
+    (out / "results.md").unlink()
+    (out / "runs/lsr/seed1/metrics.json").unlink()
+    assert main_ablate(["-c", str(grid_file), "--report-only"]) == 0
+    assert not (out / "runs/lsr/seed1/metrics.json").exists()
+    with open(out / "results.csv") as fh:
+        lsr = [r for r in csv.DictReader(fh) if r["variant"] == "lsr"]
+    assert {r["seed"] for r in lsr} == {"0", "mean", "std"}
 
 
 def test_grid_errors_name_the_field(tmp_path):
