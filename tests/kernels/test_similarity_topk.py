@@ -8,6 +8,7 @@ interpreter (numpy misreads it; the launcher converts it to fp32 there): bf16 ke
 gpu-marked tests, bf16 inputs on the torch path here.
 """
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -181,7 +182,7 @@ def test_lazy_overflow_falls_back_and_stays_exact(sim, lazy_m):
     q, p = make_inputs(sim, B=5, N=40, D=16, m=2, mp=2)
     p = p.repeat_interleave(3, dim=0)  # (120, ...) rows 3i, 3i+1, 3i+2 equal
     base = choose_config(sim, 5, 6, torch.float32, 2, 2, N=120, algo="merge")
-    cfg = launcher.replace(base, lazy_m=lazy_m)
+    cfg = dataclasses.replace(base, lazy_m=lazy_m)
     scores, indices = similarity_topk_triton(q, p, 6, sim, config=cfg)
     assert launcher.last_fallback_rows > 0, "the duplicates should have triggered the fallback"
     check_topk(q, p, 6, sim, scores, indices, tol=1e-5, exact_recall=False)
@@ -193,7 +194,7 @@ def test_lazy_overflow_falls_back_and_stays_exact(sim, lazy_m):
 def test_lazy_without_overflow_needs_no_fallback():
     """Tie-free passages spread at random: the kernel's answer is used as is (no torch rows)."""
     q, p = make_inputs("cosine", B=4, N=600, D=32)
-    cfg = launcher.replace(choose_config("cosine", 4, 5, torch.float32, N=600, algo="merge"), lazy_m=4)
+    cfg = dataclasses.replace(choose_config("cosine", 4, 5, torch.float32, N=600, algo="merge"), lazy_m=4)
     scores, indices = similarity_topk_triton(q, p, 5, "cosine", config=cfg, num_splits=3)
     assert launcher.last_fallback_rows == 0
     check_topk(q, p, 5, "cosine", scores, indices, tol=1e-5, exact_recall=True)
@@ -274,7 +275,9 @@ def test_narrow_width_stays_exact():
     top-20 (its 8th kept score reaches the k-th score), with 1 split fewer than k keys exist at
     all; both go to the torch fallback, and the answer equals the torch path's."""
     q, p = make_inputs("dot", B=6, N=300, D=16)
-    cfg = launcher.replace(choose_config("dot", 6, 20, torch.float32, N=300, algo="merge"), k_pad=8, lazy_m=2)
+    cfg = dataclasses.replace(
+        choose_config("dot", 6, 20, torch.float32, N=300, algo="merge"), k_pad=8, lazy_m=2
+    )
     for splits in (1, 3):
         scores, indices = similarity_topk_triton(q, p, 20, config=cfg, num_splits=splits)
         assert launcher.last_fallback_rows > 0
@@ -282,7 +285,7 @@ def test_narrow_width_stays_exact():
         assert torch.equal(indices, ref_i)
         torch.testing.assert_close(scores, ref_s)
     q, p = make_inputs("cosine", B=5, N=700, D=24)
-    cfg = launcher.replace(
+    cfg = dataclasses.replace(
         choose_config("cosine", 5, 50, torch.float32, N=700, algo="merge"), k_pad=16, lazy_m=2
     )
     scores, indices = similarity_topk_triton(q, p, 50, "cosine", config=cfg, num_splits=7)
