@@ -10,8 +10,16 @@ Similarities (names shared with the Triton kernels):
 
 ``similarity`` is the dense, differentiable scorer (it keeps the input dtype).
 ``similarity_topk_torch`` never holds more than a (B, chunk) block of scores: it walks the
-passages in chunks, keeps a running top-k per query and merges each chunk's top-k into it.
+passages in chunks, keeps a running top-k per query and merges each chunk into it.
 It computes in fp32 and returns fp32 scores, like the kernel.
+
+Selecting inside a chunk is exact and cheaper than ``topk`` over the whole chunk: the chunk's
+columns are cut into groups of ``GROUP`` scores, and only the k groups with the largest maxima
+can hold a top-k score (a group holding the j-th best score has a maximum at least that high,
+and at most j - 1 other groups can beat it, each with a distinct higher score). So the chunk
+costs one ``amax`` pass, a top-k over C / GROUP group maxima and a top-k over k * GROUP
+gathered scores plus the running k (faiss's flat search filters each tile against the current
+k-th score in C for the same reason).
 """
 
 from __future__ import annotations
@@ -29,6 +37,11 @@ FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)  # 
 # of a CPU core pair; measured in benchmarks/similarity_topk.py (docs/kernels.md).
 DEFAULT_CHUNK_ELEMENTS = 2**21
 MIN_CHUNK = 256
+# Columns per group in the group-max selection (see the module docstring).
+GROUP = 16
+# Passages per matmul inside a chunk: (B, 1024) outputs stay cache-resident and MKL runs at its
+# best rate there (measured ~99 vs ~84 GFLOP/s for 8192 at B=256, docs/kernels.md).
+SUB_BLOCK = 1024
 
 
 def check_inputs(
@@ -112,29 +125,56 @@ def default_chunk(B: int, tokens_per_pair: int = 1, elements: int = DEFAULT_CHUN
     return max(MIN_CHUNK, elements // max(1, B * tokens_per_pair))
 
 
-def _chunk_scores(q: Tensor, p: Tensor, similarity: str) -> Tensor:
-    """fp32 scores of prepared fp32 queries against one chunk of raw passages.
+def _chunk_scores(q: Tensor, p: Tensor, similarity: str, out: Tensor) -> Tensor:
+    """fp32 scores of prepared fp32 queries against one chunk of raw passages, written into ``out``.
 
     Args:
         q: (B, D) (dot), (B, D') unit rows (cosine, flat_cosine with D' = M*D) or (B, M, D) (maxsim).
         p: (C, D) or (C, M', D) passages in their own dtype.
+        out: (B, >= C) fp32 buffer, row-contiguous; columns [0, C) are written.
 
     Returns:
-        (B, C) fp32 scores.
+        (B, C) fp32 scores, a view of ``out``.
     """
-    p = p.float()
-    # (C, .) @ (., B) then a transposed view: measurably faster than q @ p.T with MKL for small B
+    C = p.shape[0]
+    s = out[:, :C]  # (B, C)
     if similarity == "maxsim":
         B, M, D = q.shape
-        C, Mp = p.shape[0], p.shape[1]
-        tok = p.reshape(C * Mp, D) @ q.reshape(B * M, D).T  # (C*M', B*M)
-        return tok.view(C, Mp, B, M).amax(dim=1).sum(dim=-1).T  # (B, C)
-    p = p.reshape(p.shape[0], -1)  # (C, D')
-    s = p @ q.T  # (C, B)
+        Mp = p.shape[1]
+        tok = p.float().reshape(C * Mp, D) @ q.reshape(B * M, D).T  # (C*M', B*M)
+        s.copy_(tok.view(C, Mp, B, M).amax(dim=1).sum(dim=-1).T)
+        return s
+    p = p.reshape(C, -1)  # (C, D')
+    for s0 in range(0, C, SUB_BLOCK):  # (B, SUB_BLOCK) blocks straight into the strided buffer
+        s1 = min(C, s0 + SUB_BLOCK)
+        torch.mm(q, p[s0:s1].float().T, out=s[:, s0:s1])
     if similarity != "dot":
-        inv_norm = torch.linalg.vector_norm(p, dim=-1).clamp_min(1e-12).reciprocal()  # (C,)
-        s.mul_(inv_norm[:, None])
-    return s.T  # (B, C) view
+        inv_norm = torch.linalg.vector_norm(p.float(), dim=-1).clamp_min(1e-12).reciprocal()  # (C,)
+        s.mul_(inv_norm[None, :])
+    return s
+
+
+def _chunk_candidates(s: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Scores and column ids that contain the chunk's top-k (group-max filter, exact).
+
+    Args:
+        s: (B, C) chunk scores, row-contiguous view of a buffer with at least ``ceil(C/GROUP)*GROUP``
+            columns (the padding columns are overwritten with -inf).
+        k: scores to keep per row.
+
+    Returns:
+        candidate scores (B, k'') and their column ids (B, k'') in [0, C); k'' >= min(k, C).
+    """
+    B, C = s.shape
+    G = -(-C // GROUP)
+    if k * GROUP * 2 > C:  # too few groups to save work: the whole chunk is the candidate set
+        return s, torch.arange(C, device=s.device).expand(B, C)
+    padded = s.as_strided((B, G * GROUP), s.stride())  # (B, G*GROUP) view into the buffer
+    padded[:, C:] = float("-inf")
+    group_max = padded.view(B, G, GROUP).amax(dim=-1)  # (B, G)
+    _, groups = group_max.topk(k, dim=1)  # (B, k)
+    cols = (groups[:, :, None] * GROUP + torch.arange(GROUP, device=s.device)).flatten(1)  # (B, k*GROUP)
+    return padded.gather(1, cols), cols
 
 
 def prepare_queries(queries: Tensor, similarity: str) -> Tensor:
@@ -182,18 +222,16 @@ def similarity_topk_torch(
     B, N = queries.shape[0], passages.shape[0]
     k = min(k, N)
     tokens = queries.shape[1] * passages.shape[1] if similarity == "maxsim" else 1
-    chunk = chunk_size or default_chunk(B, tokens)
+    chunk = min(chunk_size or default_chunk(B, tokens), N)
     q = prepare_queries(queries, similarity)
-    top_s = torch.full((B, 0), float("-inf"), device=queries.device)  # (B, k) running scores
-    top_i = torch.zeros((B, 0), dtype=torch.long, device=queries.device)  # (B, k) running indices
+    buf = torch.empty(B, -(-chunk // GROUP) * GROUP, device=queries.device)  # (B, chunk) scores
+    top_s = torch.empty((B, 0), device=queries.device)  # (B, k) running scores
+    top_i = torch.empty((B, 0), dtype=torch.long, device=queries.device)  # (B, k) running indices
     for start in range(0, N, chunk):
-        s = _chunk_scores(q, passages[start : start + chunk], similarity)  # (B, C)
-        s_top, i_top = s.topk(min(k, s.shape[1]), dim=1)  # (B, k')
-        if top_s.shape[1] == 0:
-            top_s, top_i = s_top, i_top + start
-            continue
-        both_s = torch.cat([top_s, s_top], dim=1)  # (B, k + k')
-        both_i = torch.cat([top_i, i_top + start], dim=1)  # (B, k + k')
+        s = _chunk_scores(q, passages[start : start + chunk], similarity, buf)  # (B, C)
+        cand_s, cand_i = _chunk_candidates(s, k)  # (B, k'')
+        both_s = torch.cat([top_s, cand_s], dim=1)  # (B, k + k'')
+        both_i = torch.cat([top_i, cand_i + start], dim=1)  # (B, k + k'')
         top_s, pos = both_s.topk(min(k, both_s.shape[1]), dim=1)  # (B, k)
         top_i = both_i.gather(1, pos)  # (B, k)
     return top_s, top_i

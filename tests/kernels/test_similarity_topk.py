@@ -24,6 +24,7 @@ import pytest  # noqa: E402
 from joint_rag.kernels import (  # noqa: E402
     dispatch,
     launcher,
+    reference,
     rescore,
     resolve_backend,
     similarity,
@@ -95,6 +96,28 @@ def test_chunked_torch_path_equals_dense_topk(sim, chunk):
     ref_s, ref_i = similarity(q, p, sim).topk(10, dim=1)
     torch.testing.assert_close(scores, ref_s, atol=1e-5, rtol=1e-5)
     assert torch.equal(indices, ref_i)
+
+
+@pytest.mark.parametrize("sim", SIMS)
+@pytest.mark.parametrize(("N", "chunk", "k"), [(1000, 1000, 1), (1000, 333, 5), (2051, 700, 9), (5000, 2500, 40)])
+def test_group_max_selection_equals_dense_topk(sim, N, chunk, k):
+    # chunks wide enough for the group-max filter (k * GROUP * 2 <= chunk), tails not a
+    # multiple of GROUP, and a final chunk smaller than the rest
+    q, p = make_inputs(sim, B=3, N=N, D=16)
+    assert k * reference.GROUP * 2 <= chunk, "shape does not reach the group-max path"
+    scores, indices = similarity_topk_torch(q, p, k, sim, chunk_size=chunk)
+    ref_s, ref_i = similarity(q, p, sim).topk(k, dim=1)
+    torch.testing.assert_close(scores, ref_s, atol=1e-5, rtol=1e-5)
+    assert torch.equal(indices, ref_i)
+
+
+def test_group_max_keeps_a_chunk_whose_best_scores_share_one_group():
+    # all of the top-k sit in one group of GROUP columns: that group must be kept whole
+    q = torch.ones(1, 4)
+    p = torch.randn(600, 4) * 0.01
+    p[32 : 32 + reference.GROUP] += torch.arange(reference.GROUP, 0, -1.0)[:, None]
+    scores, indices = similarity_topk_torch(q, p, 8, chunk_size=600)
+    assert indices.tolist() == [list(range(32, 40))]
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
