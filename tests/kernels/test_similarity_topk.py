@@ -99,7 +99,9 @@ def test_chunked_torch_path_equals_dense_topk(sim, chunk):
 
 
 @pytest.mark.parametrize("sim", SIMS)
-@pytest.mark.parametrize(("N", "chunk", "k"), [(1000, 1000, 1), (1000, 333, 5), (2051, 700, 9), (5000, 2500, 40)])
+@pytest.mark.parametrize(
+    ("N", "chunk", "k"), [(1000, 1000, 1), (1000, 333, 5), (2051, 700, 9), (5000, 2500, 40)]
+)
 def test_group_max_selection_equals_dense_topk(sim, N, chunk, k):
     # chunks wide enough for the group-max filter (k * GROUP * 2 <= chunk), tails not a
     # multiple of GROUP, and a final chunk smaller than the rest
