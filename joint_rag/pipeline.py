@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from joint_rag.data.corpus import Corpus, DataError, Passage
+from joint_rag.data.formats import get_field, iter_jsonl
 from joint_rag.export import (
     COMPRESSOR_DIR,
     COMPRESSOR_JSON,
@@ -399,21 +400,20 @@ def _load_corpus_memory(path: Path, n: int) -> tuple[Tensor | None, Tensor | Non
 
 def read_corpus(path: Path) -> Corpus:
     """Read an exported ``corpus.jsonl`` ({_id, title, text, group} per line)."""
-    passages = []
     try:
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                    passages.append(
-                        Passage(str(rec["_id"]), rec.get("title", ""), rec["text"], rec.get("group", ""))
-                    )
-                except (json.JSONDecodeError, KeyError, TypeError) as err:
-                    raise ExportFormatError(
-                        f"{path}:{lineno}: expected a JSON object with _id and text ({err}); re-export the model"
-                    ) from err
+        passages = []
+        for lineno, rec in iter_jsonl(path):
+            where = f"{path}:{lineno}"
+            passages.append(
+                Passage(
+                    str(get_field(rec, "_id", where, (str, int))),
+                    get_field(rec, "title", where, optional=True) or "",
+                    get_field(rec, "text", where),
+                    get_field(rec, "group", where, optional=True) or "",
+                )
+            )
         return Corpus(passages, source=str(path))
-    except (OSError, UnicodeDecodeError, DataError) as err:
+    except DataError as err:
+        raise ExportFormatError(f"{err}; re-export the model") from err
+    except (OSError, UnicodeDecodeError) as err:
         raise ExportFormatError(f"{path}: {err}; re-export the model") from err

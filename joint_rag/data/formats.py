@@ -39,7 +39,7 @@ def _read_json(path: Path) -> Any:
         raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     """Yield (line number, object) for each non-blank line of a JSONL file."""
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
@@ -56,7 +56,9 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
             yield lineno, obj
 
 
-def _get(rec: Any, name: str, where: str, kind: type | tuple[type, ...] = str, optional: bool = False) -> Any:
+def get_field(
+    rec: Any, name: str, where: str, kind: type | tuple[type, ...] = str, optional: bool = False
+) -> Any:
     """`rec[name]` checked for type; DataError naming `where` and the field otherwise."""
     if not isinstance(rec, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
@@ -125,26 +127,28 @@ class SquadSource(_FileSource):
     def read(self) -> tuple[Corpus, list[Example]]:
         """The corpus and all examples, unsplit."""
         path = _require_file(self.path, "a SQuAD-format JSON file with a top-level 'data' list")
-        articles = _get(_read_json(path), "data", f"{path}: top level", list)
+        articles = get_field(_read_json(path), "data", f"{path}: top level", list)
         passages: list[Passage] = []
         examples: list[Example] = []
         for a, article in enumerate(articles):
             where = f"{path}: data[{a}]"
-            title = _get(article, "title", where)
-            for p, para in enumerate(_get(article, "paragraphs", where, list)):
+            title = get_field(article, "title", where)
+            for p, para in enumerate(get_field(article, "paragraphs", where, list)):
                 pwhere = f"{where}.paragraphs[{p}]"
                 pid = f"{title}#{p}"
-                passages.append(Passage(pid, title, _get(para, "context", pwhere), group=title))
-                for q, qa in enumerate(_get(para, "qas", pwhere, list)):
+                passages.append(Passage(pid, title, get_field(para, "context", pwhere), group=title))
+                for q, qa in enumerate(get_field(para, "qas", pwhere, list)):
                     qwhere = f"{pwhere}.qas[{q}]"
-                    answers = _get(qa, "answers", qwhere, list)
-                    texts = [_get(ans, "text", f"{qwhere}.answers[{i}]") for i, ans in enumerate(answers)]
+                    answers = get_field(qa, "answers", qwhere, list)
+                    texts = [
+                        get_field(ans, "text", f"{qwhere}.answers[{i}]") for i, ans in enumerate(answers)
+                    ]
                     examples.append(
                         Example(
-                            query=_get(qa, "question", qwhere),
+                            query=get_field(qa, "question", qwhere),
                             answers=_dedupe(texts),
                             gold_passage_ids=[pid],
-                            example_id=_get(qa, "id", qwhere),
+                            example_id=get_field(qa, "id", qwhere),
                         )
                     )
         return Corpus(passages, source=str(path)), examples
@@ -211,13 +215,13 @@ class BeirSource(DataSource):
         )
         passages: list[Passage] = []
         seen: dict[str, int] = {}
-        for lineno, rec in _iter_jsonl(path):
-            pid = _get(rec, "_id", f"{path}:{lineno}")
+        for lineno, rec in iter_jsonl(path):
+            pid = get_field(rec, "_id", f"{path}:{lineno}")
             if pid in seen:
                 raise DataError(f"{path}:{lineno}: duplicate passage id {pid!r} (first on line {seen[pid]})")
             seen[pid] = lineno
-            title = _get(rec, "title", f"{path}:{lineno}", optional=True) or ""
-            passages.append(Passage(pid, title, _get(rec, "text", f"{path}:{lineno}")))
+            title = get_field(rec, "title", f"{path}:{lineno}", optional=True) or ""
+            passages.append(Passage(pid, title, get_field(rec, "text", f"{path}:{lineno}")))
         return Corpus(passages, source=str(path))
 
     def read_queries(self) -> dict[str, tuple[str, list[str], dict]]:
@@ -225,16 +229,16 @@ class BeirSource(DataSource):
         path = _require_file(self.path / "queries.jsonl", "a BEIR queries.jsonl with {_id, text} per line")
         queries: dict[str, tuple[str, list[str], dict]] = {}
         lines: dict[str, int] = {}
-        for lineno, rec in _iter_jsonl(path):
+        for lineno, rec in iter_jsonl(path):
             where = f"{path}:{lineno}"
-            qid = _get(rec, "_id", where)
+            qid = get_field(rec, "_id", where)
             if qid in queries:
                 raise DataError(f"{where}: duplicate query id {qid!r} (first on line {lines[qid]})")
-            meta = _get(rec, "metadata", where, dict, optional=True) or {}
-            answers = _get(meta, "answers", f"{where}: metadata", list, optional=True) or []
+            meta = get_field(rec, "metadata", where, dict, optional=True) or {}
+            answers = get_field(meta, "answers", f"{where}: metadata", list, optional=True) or []
             if not all(isinstance(a, str) for a in answers):
                 raise DataError(f"{where}: field 'metadata.answers' should be a list of strings")
-            queries[qid], lines[qid] = (_get(rec, "text", where), _dedupe(answers), meta), lineno
+            queries[qid], lines[qid] = (get_field(rec, "text", where), _dedupe(answers), meta), lineno
         return queries
 
     def read_qrels(self, split: str, corpus: Corpus, queries: dict) -> list[Example]:
@@ -325,15 +329,15 @@ def _read_records(path: Path) -> list[tuple[str, dict]]:
                     f"{path}: expected a JSON list of HotpotQA records, got {type(data).__name__}"
                 )
             return [(f"{path}: record {i}", rec) for i, rec in enumerate(data)]
-    return [(f"{path}:{lineno}", rec) for lineno, rec in _iter_jsonl(path)]
+    return [(f"{path}:{lineno}", rec) for lineno, rec in iter_jsonl(path)]
 
 
 def _hotpot_context(rec: dict, where: str) -> list[tuple[str, list[str]]]:
     """(title, sentences) pairs from either HotpotQA layout."""
-    ctx = _get(rec, "context", where, (list, dict))
+    ctx = get_field(rec, "context", where, (list, dict))
     if isinstance(ctx, dict):  # Hugging Face: {title: [...], sentences: [[...], ...]}
-        titles = _get(ctx, "title", f"{where}: context", list)
-        sents = _get(ctx, "sentences", f"{where}: context", list)
+        titles = get_field(ctx, "title", f"{where}: context", list)
+        sents = get_field(ctx, "sentences", f"{where}: context", list)
         if len(titles) != len(sents):
             raise DataError(
                 f"{where}: field 'context' has {len(titles)} titles but {len(sents)} sentence lists"
@@ -359,9 +363,9 @@ def _hotpot_context(rec: dict, where: str) -> list[tuple[str, list[str]]]:
 
 def _hotpot_support(rec: dict, where: str) -> list[str]:
     """Supporting-fact titles, in order, from either layout."""
-    sf = _get(rec, "supporting_facts", where, (list, dict))
+    sf = get_field(rec, "supporting_facts", where, (list, dict))
     if isinstance(sf, dict):
-        titles = _get(sf, "title", f"{where}: supporting_facts", list)
+        titles = get_field(sf, "title", f"{where}: supporting_facts", list)
     else:
         titles = []
         for i, item in enumerate(sf):
@@ -397,7 +401,7 @@ class HotpotQASource(_FileSource):
         per_title: dict[str, int] = {}
         examples: list[Example] = []
         for where, rec in _read_records(path):
-            qid = _get(rec, "_id", where, optional=True) or _get(rec, "id", where)
+            qid = get_field(rec, "_id", where, optional=True) or get_field(rec, "id", where)
             cands: list[str] = []
             title_to_pid: dict[str, str] = {}
             for title, sentences in _hotpot_context(rec, where):
@@ -420,8 +424,8 @@ class HotpotQASource(_FileSource):
             meta = {k: rec[k] for k in ("type", "level") if k in rec}
             examples.append(
                 Example(
-                    query=_get(rec, "question", where),
-                    answers=[_get(rec, "answer", where)],
+                    query=get_field(rec, "question", where),
+                    answers=[get_field(rec, "answer", where)],
                     gold_passage_ids=gold,
                     candidate_ids=_dedupe(cands),
                     example_id=qid,
