@@ -228,3 +228,15 @@ def load_backbone(spec: str, kind: str) -> Backbone:
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token
     return Backbone(model, tok, spec, is_decoder=is_decoder)
+
+
+DECODER_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+ENCODER_LORA_TARGETS = ("query", "key", "value")
+
+
+def add_lora(model: torch.nn.Module, rank: int, targets: tuple[str, ...]) -> torch.nn.Module:
+    """Wrap ``model`` with LoRA adapters (peft; alpha = 2 * rank, no dropout); base weights frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(targets), lora_dropout=0.0)
+    return get_peft_model(model, cfg)

@@ -29,7 +29,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from joint_rag.models.backbones import Backbone, load_backbone
+from joint_rag.models.backbones import (
+    DECODER_LORA_TARGETS,
+    ENCODER_LORA_TARGETS,
+    Backbone,
+    add_lora,
+    load_backbone,
+)
 
 
 @dataclass
@@ -119,13 +125,8 @@ class Compressor(nn.Module):
                 p.requires_grad_(False)
 
     def _add_lora(self, rank: int) -> None:
-        from peft import LoraConfig, get_peft_model
-
-        targets = (
-            ["query", "key", "value"] if not self.is_decoder else ["q_proj", "k_proj", "v_proj", "o_proj"]
-        )
-        cfg = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, lora_dropout=0.0)
-        self.backbone = get_peft_model(self.backbone, cfg)
+        targets = DECODER_LORA_TARGETS if self.is_decoder else ENCODER_LORA_TARGETS
+        self.backbone = add_lora(self.backbone, rank, targets)
 
     def build_projector(self, output_dim: int) -> None:
         """Create the projector into a generator embedding space of size ``output_dim``."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from joint_rag.models.backbones import load_backbone
+from joint_rag.models.backbones import DECODER_LORA_TARGETS, add_lora, load_backbone
 
 MARKER = "\u0000MEM\u0000"
 
@@ -93,15 +93,7 @@ class Generator(nn.Module):
             for p in self.model.parameters():
                 p.requires_grad_(False)
         elif train_mode == "lora":
-            from peft import LoraConfig, get_peft_model
-
-            cfg = LoraConfig(
-                r=lora_rank,
-                lora_alpha=2 * lora_rank,
-                target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-                lora_dropout=0.0,
-            )
-            self.model = get_peft_model(self.model, cfg)
+            self.model = add_lora(self.model, lora_rank, DECODER_LORA_TARGETS)
 
     @property
     def hidden_size(self) -> int:
