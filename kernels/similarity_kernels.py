@@ -136,6 +136,21 @@ def _row_best(s, offs_n):
 
 
 @triton.jit
+def _init_state(BB: tl.constexpr, K_PAD: tl.constexpr):
+    """Empty running state of one program's query block.
+
+    Returns:
+        top (BB, K_PAD) int64 running top-k keys, buf (BB, K_PAD) int64 lazy candidates,
+        theta (BB,) int64 K_PAD-th key of top, bound (BB,) fp32 overflow bound; all empty.
+    """
+    top = tl.full((BB, K_PAD), MIN_KEY, tl.int64)
+    buf = tl.full((BB, K_PAD), MIN_KEY, tl.int64)
+    theta = tl.full((BB,), MIN_KEY, tl.int64)
+    bound = tl.full((BB,), float("-inf"), tl.float32)
+    return top, buf, theta, bound
+
+
+@triton.jit
 def _flush(top, buf, theta):
     """Merge the candidate buffer into the running top-k (one row top-k over 2*K_PAD keys) when
     some buffered key beats its query's current K_PAD-th key; then empty the buffer.
@@ -270,10 +285,7 @@ def dot_topk_kernel(
     n_end = tl.minimum(n_start + n_per_split, N)
     if HAS_SCALE:
         q_scale = tl.load(q_scale_ptr + offs_b, mask=mask_b, other=0.0)  # (BLOCK_B,)
-    top = tl.full((BLOCK_B, K_PAD), MIN_KEY, tl.int64)  # (BLOCK_B, K_PAD) running top-k
-    buf = tl.full((BLOCK_B, K_PAD), MIN_KEY, tl.int64)  # (BLOCK_B, K_PAD) lazy candidates
-    theta = tl.full((BLOCK_B,), MIN_KEY, tl.int64)  # (BLOCK_B,) K_PAD-th key of top
-    bound = tl.full((BLOCK_B,), float("-inf"), tl.float32)  # (BLOCK_B,) overflow bound
+    top, buf, theta, bound = _init_state(BLOCK_B, K_PAD)
     for n0 in range(n_start, n_end, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)  # (BLOCK_N,)
         mask_n = offs_n < n_end
@@ -343,10 +355,7 @@ def maxsim_topk_kernel(
     group = tl.arange(0, G)[None, :, None]  # (1, G, 1)
     n_start = pid_s * n_per_split
     n_end = tl.minimum(n_start + n_per_split, N)
-    top = tl.full((BLOCK_B, K_PAD), MIN_KEY, tl.int64)  # (BLOCK_B, K_PAD) running top-k
-    buf = tl.full((BLOCK_B, K_PAD), MIN_KEY, tl.int64)  # (BLOCK_B, K_PAD) lazy candidates
-    theta = tl.full((BLOCK_B,), MIN_KEY, tl.int64)  # (BLOCK_B,) K_PAD-th key of top
-    bound = tl.full((BLOCK_B,), float("-inf"), tl.float32)  # (BLOCK_B,) overflow bound
+    top, buf, theta, bound = _init_state(BLOCK_B, K_PAD)
     for n0 in range(n_start, n_end, BLOCK_N):
         tile = tl.zeros((BLOCK_B, G, SUB_N), dtype=tl.float32)  # (BLOCK_B, G, SUB_N)
         for g in range(0, G):
