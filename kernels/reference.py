@@ -42,6 +42,9 @@ GROUP = 16
 # Passages per matmul inside a chunk: (B, 1024) outputs stay cache-resident and MKL runs at its
 # best rate there (measured ~99 vs ~84 GFLOP/s for 8192 at B=256, docs/kernels.md).
 SUB_BLOCK = 1024
+# Up to this many queries the chunk is scored as P @ q.T (MKL's few-column gemm), a single query
+# padded to two rows: MKL's sgemv (B = 1) and q @ P.T both ran 1.3-2x slower there (docs/kernels.md).
+SMALL_B = 4
 
 
 def check_inputs(
@@ -145,9 +148,16 @@ def _chunk_scores(q: Tensor, p: Tensor, similarity: str, out: Tensor) -> Tensor:
         s.copy_(tok.view(C, Mp, B, M).amax(dim=1).sum(dim=-1).T)
         return s
     p = p.reshape(C, -1)  # (C, D')
-    for s0 in range(0, C, SUB_BLOCK):  # (B, SUB_BLOCK) blocks straight into the strided buffer
-        s1 = min(C, s0 + SUB_BLOCK)
-        torch.mm(q, p[s0:s1].float().T, out=s[:, s0:s1])
+    B = q.shape[0]
+    if B <= SMALL_B:  # (SUB_BLOCK, B') = P @ q.T, then transposed into the buffer
+        qq = q if B > 1 else torch.cat([q, torch.zeros_like(q)])  # (B', D') with B' >= 2
+        for s0 in range(0, C, SUB_BLOCK):
+            s1 = min(C, s0 + SUB_BLOCK)
+            s[:, s0:s1].copy_((p[s0:s1].float() @ qq.T)[:, :B].T)
+    else:
+        for s0 in range(0, C, SUB_BLOCK):  # (B, SUB_BLOCK) blocks straight into the strided buffer
+            s1 = min(C, s0 + SUB_BLOCK)
+            torch.mm(q, p[s0:s1].float().T, out=s[:, s0:s1])
     if similarity != "dot":
         inv_norm = torch.linalg.vector_norm(p.float(), dim=-1).clamp_min(1e-12).reciprocal()  # (C,)
         s.mul_(inv_norm[None, :])

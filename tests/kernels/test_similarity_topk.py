@@ -102,10 +102,12 @@ def test_chunked_torch_path_equals_dense_topk(sim, chunk):
 @pytest.mark.parametrize(
     ("N", "chunk", "k"), [(1000, 1000, 1), (1000, 333, 5), (2051, 700, 9), (5000, 2500, 40)]
 )
-def test_group_max_selection_equals_dense_topk(sim, N, chunk, k):
+@pytest.mark.parametrize("B", [1, reference.SMALL_B, reference.SMALL_B + 3])
+def test_group_max_selection_equals_dense_topk(sim, N, chunk, k, B):
     # chunks wide enough for the group-max filter (k * GROUP * 2 <= chunk), tails not a
-    # multiple of GROUP, and a final chunk smaller than the rest
-    q, p = make_inputs(sim, B=3, N=N, D=16)
+    # multiple of GROUP, a final chunk smaller than the rest; both matmul orientations (B <= SMALL_B
+    # scores P @ q.T, a single query padded to two rows)
+    q, p = make_inputs(sim, B=B, N=N, D=16)
     assert k * reference.GROUP * 2 <= chunk, "shape does not reach the group-max path"
     scores, indices = similarity_topk_torch(q, p, k, sim, chunk_size=chunk)
     ref_s, ref_i = similarity(q, p, sim).topk(k, dim=1)
