@@ -13,13 +13,14 @@ Similarities (names shared with the Triton kernels):
 passages in chunks, keeps a running top-k per query and merges each chunk into it.
 It computes in fp32 and returns fp32 scores, like the kernel.
 
-Selecting inside a chunk is exact and cheaper than ``topk`` over the whole chunk: the chunk's
-columns are cut into groups of ``GROUP`` scores, and only the k groups with the largest maxima
-can hold a top-k score (a group holding the j-th best score has a maximum at least that high,
-and at most j - 1 other groups can beat it, each with a distinct higher score). So the chunk
-costs one ``amax`` pass, a top-k over C / GROUP group maxima and a top-k over k * GROUP
-gathered scores plus the running k (faiss's flat search filters each tile against the current
-k-th score in C for the same reason).
+Selecting inside a chunk is exact and cheaper than ``topk`` over the whole chunk. The chunk's
+columns are cut into groups of ``GROUP`` scores. Only the k groups with the largest maxima can
+hold a top-k score (a group holding the j-th best score has a maximum at least that high, and at
+most j - 1 other groups can beat it, each with a distinct higher score), and only groups whose
+maximum beats the running k-th score can change the running top-k. So a chunk costs one
+elementwise-max pass, a top-k over C / GROUP group maxima and a top-k over the gathered groups
+plus the running k; deep into a corpus few groups pass (faiss's flat search rejects scores
+below the current k-th in its heap for the same reason).
 """
 
 from __future__ import annotations
@@ -164,26 +165,37 @@ def _chunk_scores(q: Tensor, p: Tensor, similarity: str, out: Tensor) -> Tensor:
     return s
 
 
-def _chunk_candidates(s: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Scores and column ids that contain the chunk's top-k (group-max filter, exact).
+def _chunk_candidates(s: Tensor, k: int, theta: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Scores and column ids that contain every chunk score that can enter the running top-k.
+
+    Group-max filter (exact, see the module docstring). Group g holds the columns g, g + G,
+    g + 2G, ... (G groups of ``GROUP``), so the group maxima are an elementwise max over GROUP
+    contiguous slabs. With ``theta`` only groups whose maximum beats it can contribute, so
+    fewer than k groups are gathered once the running top-k is good (most chunks of a large
+    corpus).
 
     Args:
         s: (B, C) chunk scores, row-contiguous view of a buffer with at least ``ceil(C/GROUP)*GROUP``
             columns (the padding columns are overwritten with -inf).
         k: scores to keep per row.
+        theta: (B,) the running k-th score per row, or None while fewer than k are held.
 
     Returns:
-        candidate scores (B, k'') and their column ids (B, k'') in [0, C); k'' >= min(k, C).
+        candidate scores (B, k'') and their column ids (B, k''); k'' may be 0 when no score of the
+        chunk beats ``theta``.
     """
     B, C = s.shape
     G = -(-C // GROUP)
     if k * GROUP * 2 > C:  # too few groups to save work: the whole chunk is the candidate set
         return s, torch.arange(C, device=s.device).expand(B, C)
-    padded = s.as_strided((B, G * GROUP), s.stride())  # (B, G*GROUP) view into the buffer
+    padded = s.as_strided((B, G * GROUP), s.stride())  # (B, GROUP*G) view into the buffer
     padded[:, C:] = float("-inf")
-    group_max = padded.view(B, G, GROUP).amax(dim=-1)  # (B, G)
-    _, groups = group_max.topk(k, dim=1)  # (B, k)
-    cols = (groups[:, :, None] * GROUP + torch.arange(GROUP, device=s.device)).flatten(1)  # (B, k*GROUP)
+    group_max = padded.view(B, GROUP, G).amax(dim=1)  # (B, G)
+    kk = k
+    if theta is not None:
+        kk = min(k, int((group_max > theta[:, None]).sum(dim=1).max()))
+    _, groups = group_max.topk(kk, dim=1)  # (B, kk)
+    cols = (groups[:, :, None] + G * torch.arange(GROUP, device=s.device)).flatten(1)  # (B, kk*GROUP)
     return padded.gather(1, cols), cols
 
 
@@ -223,7 +235,7 @@ def similarity_topk_torch(
         passages: (N, D) or (N, M', D).
         k: passages to keep per query; k > N returns all N.
         similarity: one of SIMILARITIES.
-        chunk_size: passages per chunk (default: ``default_chunk``).
+        chunk_size: passages per chunk (default: ``default_chunk``, at least ``4 * k * GROUP``).
 
     Returns:
         scores (B, min(k, N)) fp32 sorted descending, indices (B, min(k, N)) int64 into passages.
@@ -232,14 +244,18 @@ def similarity_topk_torch(
     B, N = queries.shape[0], passages.shape[0]
     k = min(k, N)
     tokens = queries.shape[1] * passages.shape[1] if similarity == "maxsim" else 1
-    chunk = min(chunk_size or default_chunk(B, tokens), N)
+    # at least 4 * k * GROUP passages per chunk so that the group-max filter applies (memory stays
+    # O(B * k) there: 6400 passages, a 105 MB buffer, at B = 4096, k = 100)
+    chunk = min(chunk_size or max(default_chunk(B, tokens), 4 * k * GROUP), N)
     q = prepare_queries(queries, similarity)
     buf = torch.empty(B, -(-chunk // GROUP) * GROUP, device=queries.device)  # (B, chunk) scores
     top_s = torch.empty((B, 0), device=queries.device)  # (B, k) running scores
     top_i = torch.empty((B, 0), dtype=torch.long, device=queries.device)  # (B, k) running indices
     for start in range(0, N, chunk):
         s = _chunk_scores(q, passages[start : start + chunk], similarity, buf)  # (B, C)
-        cand_s, cand_i = _chunk_candidates(s, k)  # (B, k'')
+        cand_s, cand_i = _chunk_candidates(s, k, top_s[:, -1] if top_s.shape[1] == k else None)  # (B, k'')
+        if cand_s.shape[1] == 0:
+            continue
         both_s = torch.cat([top_s, cand_s], dim=1)  # (B, k + k'')
         both_i = torch.cat([top_i, cand_i + start], dim=1)  # (B, k + k'')
         top_s, pos = both_s.topk(min(k, both_s.shape[1]), dim=1)  # (B, k)
