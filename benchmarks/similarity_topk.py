@@ -42,7 +42,7 @@ from joint_rag.kernels import (  # noqa: E402
     similarity_topk_triton,
 )
 from joint_rag.kernels import launcher as triton_launcher  # noqa: E402
-from joint_rag.kernels.reference import DEFAULT_CHUNK_ELEMENTS, default_chunk  # noqa: E402
+from joint_rag.kernels.reference import DEFAULT_CHUNK_ELEMENTS, default_chunk, topk_chunk  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -153,7 +153,7 @@ def cpu_sweep(args: argparse.Namespace, rec: Recorder) -> None:
     Ns, Bs, ks, D = (
         ([20_000], [1, 16], [10], 768)
         if args.quick
-        else ([100_000, 200_000], [1, 16, 64, 256], [10, 100], 768)
+        else ([100_000, 200_000], [1, 16, 64, 256, 1024], [10, 100], 768)
     )
     for N in Ns:
         g = torch.Generator().manual_seed(0)
@@ -165,7 +165,7 @@ def cpu_sweep(args: argparse.Namespace, rec: Recorder) -> None:
             for k in ks:
                 fns = cpu_methods(Q, P, k, index)
                 med = interleaved_medians(fns, args.repeats)
-                row = {"N": N, "B": B, "D": D, "k": k, "dtype": "float32", "chunk": default_chunk(B)}
+                row = {"N": N, "B": B, "D": D, "k": k, "dtype": "float32", "chunk": min(N, topk_chunk(B, k))}
                 for name, fn in fns.items():
                     row[f"{name}_ms"] = round(med[name] * 1e3, 2)
                     row[f"{name}_peak_mib"] = peak_rss_mib(fn)

@@ -129,6 +129,13 @@ def default_chunk(B: int, tokens_per_pair: int = 1, elements: int = DEFAULT_CHUN
     return max(MIN_CHUNK, elements // max(1, B * tokens_per_pair))
 
 
+def topk_chunk(B: int, k: int, tokens_per_pair: int = 1) -> int:
+    """Default passages per chunk of ``similarity_topk_torch``: ``default_chunk``, but at least
+    4 * k * GROUP so that the group-max filter applies (memory stays O(B * k) there: 6400
+    passages, a 105 MB buffer, at B = 4096, k = 100)."""
+    return max(default_chunk(B, tokens_per_pair), 4 * k * GROUP)
+
+
 def _chunk_scores(q: Tensor, p: Tensor, similarity: str, out: Tensor) -> Tensor:
     """fp32 scores of prepared fp32 queries against one chunk of raw passages, written into ``out``.
 
@@ -235,7 +242,7 @@ def similarity_topk_torch(
         passages: (N, D) or (N, M', D).
         k: passages to keep per query; k > N returns all N.
         similarity: one of SIMILARITIES.
-        chunk_size: passages per chunk (default: ``default_chunk``, at least ``4 * k * GROUP``).
+        chunk_size: passages per chunk (default: ``topk_chunk``).
 
     Returns:
         scores (B, min(k, N)) fp32 sorted descending, indices (B, min(k, N)) int64 into passages.
@@ -244,9 +251,7 @@ def similarity_topk_torch(
     B, N = queries.shape[0], passages.shape[0]
     k = min(k, N)
     tokens = queries.shape[1] * passages.shape[1] if similarity == "maxsim" else 1
-    # at least 4 * k * GROUP passages per chunk so that the group-max filter applies (memory stays
-    # O(B * k) there: 6400 passages, a 105 MB buffer, at B = 4096, k = 100)
-    chunk = min(chunk_size or max(default_chunk(B, tokens), 4 * k * GROUP), N)
+    chunk = min(chunk_size or topk_chunk(B, k, tokens), N)
     q = prepare_queries(queries, similarity)
     buf = torch.empty(B, -(-chunk // GROUP) * GROUP, device=queries.device)  # (B, chunk) scores
     top_s = torch.empty((B, 0), device=queries.device)  # (B, k) running scores
