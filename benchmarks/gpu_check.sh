@@ -40,7 +40,7 @@ rc=0
 if [ "$WHAT" = all ] || [ "$WHAT" = tests ]; then
   # PYTHONSAFEPATH: `python -m` would put the repo root first on sys.path, and its joint_rag/ (no
   # kernels/ inside) would shadow the shim
-  PYTHONSAFEPATH=1 timeout "${TEST_TIMEOUT:-110}" "$PY" -m pytest -q -m gpu tests/kernels/test_similarity_topk.py \
+  PYTHONSAFEPATH=1 timeout "${TEST_TIMEOUT:-110}" "$PY" -m pytest -q -m gpu tests/kernels/test_similarity_topk_gpu.py \
     2>&1 | tee "$OUT/gpu_tests.log" | tail -25
   rc=${PIPESTATUS[0]}
   echo "gpu tests exit code: $rc" | tee -a "$OUT/gpu_tests.log"
