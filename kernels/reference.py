@@ -157,15 +157,16 @@ def _chunk_scores(q: Tensor, p: Tensor, similarity: str, out: Tensor) -> Tensor:
         return s
     p = p.reshape(C, -1)  # (C, D')
     B = q.shape[0]
-    if B <= SMALL_B:  # (SUB_BLOCK, B') = P @ q.T, then transposed into the buffer
-        qq = q if B > 1 else torch.cat([q, torch.zeros_like(q)])  # (B', D') with B' >= 2
-        for s0 in range(0, C, SUB_BLOCK):
-            s1 = min(C, s0 + SUB_BLOCK)
-            s[:, s0:s1].copy_((p[s0:s1].float() @ qq.T)[:, :B].T)
-    else:
-        for s0 in range(0, C, SUB_BLOCK):  # (B, SUB_BLOCK) blocks straight into the strided buffer
-            s1 = min(C, s0 + SUB_BLOCK)
-            torch.mm(q, p[s0:s1].float().T, out=s[:, s0:s1])
+    # B <= SMALL_B: (SUB_BLOCK, B') = P @ q.T, transposed into the buffer, a single query padded
+    # to B' = 2 rows; otherwise (B, SUB_BLOCK) blocks go straight into the strided buffer
+    qq = torch.cat([q, torch.zeros_like(q)]) if B == 1 else q  # (B', D')
+    for s0 in range(0, C, SUB_BLOCK):
+        block = p[s0 : s0 + SUB_BLOCK].float()  # (<= SUB_BLOCK, D')
+        out_block = s[:, s0 : s0 + block.shape[0]]  # (B, <= SUB_BLOCK)
+        if B <= SMALL_B:
+            out_block.copy_((block @ qq.T)[:, :B].T)
+        else:
+            torch.mm(q, block.T, out=out_block)
     if similarity != "dot":
         inv_norm = torch.linalg.vector_norm(p.float(), dim=-1).clamp_min(1e-12).reciprocal()  # (C,)
         s.mul_(inv_norm[None, :])
