@@ -83,7 +83,11 @@ class Recorder:
         self.save()
 
     def save(self) -> None:
-        self.path.write_text(json.dumps(self.result, indent=1) + "\n")
+        """Write to a temporary file, then rename, so a killed run never leaves half a JSON."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(self.result, indent=1) + "\n")
+        os.replace(tmp, self.path)
 
 
 # ---- CPU ---------------------------------------------------------------------------------------
