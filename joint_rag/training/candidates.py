@@ -13,6 +13,7 @@ from joint_rag.data.collate import RAGBatch
 from joint_rag.index.passage_index import PassageIndex
 from joint_rag.models.scoring import index_vectors, query_index_vectors, score_candidates
 from joint_rag.progress import progress_bar
+from joint_rag.training.modes import eval_mode
 
 
 class CandidateMixin:
@@ -43,17 +44,17 @@ class CandidateMixin:
         if self.corpus is None:
             raise RuntimeError("no corpus attached: call attach_corpus(corpus) or fit with a datamodule")
         batch_size = batch_size or self.encode_batch_size
-        was_training = self.compressor.training
-        self.compressor.eval()
         texts = self.corpus.texts()
         memories, retrievals = [], []
-        with progress_bar("encoding corpus", total=len(texts), enabled=show_progress) as advance:
+        with (
+            eval_mode(self.compressor),
+            progress_bar("encoding corpus", total=len(texts), enabled=show_progress) as advance,
+        ):
             for start in range(0, len(texts), batch_size):
                 out = self.compressor(texts[start : start + batch_size])
                 memories.append(out.memory.float().cpu())
                 retrievals.append(out.retrieval.float().cpu())
                 advance(len(texts[start : start + batch_size]))
-        self.compressor.train(was_training)
         return torch.cat(memories), torch.cat(retrievals)
 
     def build_index(self, show_progress: bool = True) -> PassageIndex:
@@ -90,10 +91,8 @@ class CandidateMixin:
         if self.candidate_source == "example":
             cands = self._example_candidates(batch)
         else:
-            was = self.query_encoder.training
-            self.query_encoder.eval()
-            _, cands = self.search(batch.queries, batch.instructions, C)
-            self.query_encoder.train(was)
+            with eval_mode(self.query_encoder):
+                _, cands = self.search(batch.queries, batch.instructions, C)
         if self.include_gold:
             for b, row in enumerate(cands):
                 golds = [g for g in batch.gold_ids[b] if g in self.corpus]

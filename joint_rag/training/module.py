@@ -29,6 +29,7 @@ from joint_rag.models.scoring import check_similarity
 from joint_rag.models.selection import TopKSelector
 from joint_rag.training.candidates import CandidateMixin
 from joint_rag.training.metrics import AnswerMetrics, RetrievalMetrics
+from joint_rag.training.modes import train_trainable_parts
 
 
 class JointRAGModule(CandidateMixin, pl.LightningModule):
@@ -148,6 +149,18 @@ class JointRAGModule(CandidateMixin, pl.LightningModule):
 
     def attach_corpus(self, corpus: Corpus) -> None:
         self.corpus = corpus
+
+    def train(self, mode: bool = True) -> JointRAGModule:
+        """Train mode for the parts with trainable parameters, eval mode for frozen ones
+        (a frozen retriever gets no dropout noise); ``train(False)`` is plain eval."""
+        super().train(mode)
+        if mode:
+            train_trainable_parts(self)
+        return self
+
+    def on_fit_start(self) -> None:
+        # Hugging Face parts load in eval mode and Lightning keeps modes as it finds them
+        self.train()
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
