@@ -120,6 +120,9 @@ class JointRAGModule(CandidateMixin, pl.LightningModule):
         if freeze_passage_encoder:
             for p in self._passage_encoder_params():
                 p.requires_grad_(False)
+        # both sides frozen: the retrieval scores carry no gradient, so nothing on the retrieval
+        # path trains (with retrieval="memory" the projector also makes the retrieval vectors)
+        self.retriever_frozen = freeze_passage_encoder and (freeze_query_encoder or query_encoder == "shared")
         if freeze_query_encoder and query_encoder == "separate":
             for name, p in self.query_encoder.named_parameters():
                 if not name.startswith("projector."):
@@ -211,6 +214,8 @@ class JointRAGModule(CandidateMixin, pl.LightningModule):
             [[p in gold_sets[b] for p in row] for b, row in enumerate(cand_ids)], device=self.device
         )
         inbatch = score_all(q_ret, p_ret, self.similarity)  # (B, U)
+        if self.retriever_frozen:
+            scores, inbatch = scores.detach(), inbatch.detach()
         inbatch_gold = torch.tensor(
             [[p in gold_sets[b] for p in unique] for b in range(B)], device=self.device
         )

@@ -78,3 +78,17 @@ def test_end_to_end_without_retriever_gradient_trains_the_generator_only(tiny_mo
     assert grad_norm(module.compressor.projector.parameters()) > 0  # memory still trains
     with_grad, _ = tiny_module(objectives={"end_to_end": EndToEnd()})
     assert with_grad.objective.answer_trains_retriever
+
+
+def test_frozen_retriever_sends_no_gradient_into_the_retrieval_path(tiny_module):
+    """With both encoders frozen the `frozen` ablation row trains nothing that makes retrieval
+    vectors: with extractive generator memory the projector feeds only the retrieval vectors
+    (retrieval="memory"), so it must get no gradient; the generator side still trains."""
+    from joint_rag.models import Compressor
+
+    comp = Compressor("tiny-bert", num_memory_tokens=2, max_length=48, memory="extractive", extract_tokens=4)
+    module, data = tiny_module(compressor=comp, freeze_passage_encoder=True, freeze_query_encoder=True)
+    assert module.retriever_frozen
+    run_step(module, data)
+    assert all(p.grad is None or not p.grad.any() for p in module.compressor.projector.parameters())
+    assert grad_norm(module.generator.parameters()) > 0
