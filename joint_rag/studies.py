@@ -47,7 +47,7 @@ def _obj(class_name: str, **init_args) -> dict:
 
 #: the standard menu: name -> overrides
 MENU: dict[str, dict] = {
-    "frozen": {  # retriever frozen; the generator side (projector, generator) still trains
+    "frozen": {  # retriever frozen (scores detached); the generator side (projector, generator) still trains
         "model.freeze_passage_encoder": True,
         "model.freeze_query_encoder": True,
         "model.objectives": {"end_to_end": _obj("EndToEnd")},

@@ -46,7 +46,9 @@ class JointRAGModule(CandidateMixin, pl.LightningModule):
         query_encoder: "separate" (own weights, initialised from the compressor) or "shared".
         freeze_passage_encoder: passage-side backbone and memory tokens do not train
             (query-side training); the projector still trains.
-        freeze_query_encoder: the query encoder does not train.
+        freeze_query_encoder: the query encoder does not train. With both sides frozen the
+            retrieval scores are detached, so nothing trains through retrieval (the projector
+            then trains only through the generator's memory).
         candidate_source: "index" (search the corpus index) or "example" (per-example lists).
         include_gold: in training, put a gold passage among the candidates when the index
             missed it (never in evaluation).
