@@ -1,26 +1,16 @@
-"""The kernel's config table and key packing (pure Python and torch: no kernel runs here).
+"""The kernel's config table (`kernels/configs.py`) and key packing: pure Python and torch, no
+kernel runs and triton is never imported here.
 
 The tables are the compiled (GPU) ones: each test removes TRITON_INTERPRET, which makes the
 launcher pick the table it would use on a GPU.
 """
 
-import os
-
+import pytest
 import torch
 
-if not torch.cuda.is_available():  # must precede `import triton` (it fixes triton's own library mode)
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import pytest  # noqa: E402
-
-from joint_rag.kernels import launcher  # noqa: E402
-from joint_rag.kernels.launcher import (  # noqa: E402
-    candidate_configs,
-    choose_config,
-    choose_lazy_m,
-    pack_keys,
-    unpack_keys,
-)
+from joint_rag.kernels import configs
+from joint_rag.kernels.configs import candidate_configs, choose_config, choose_lazy_m
+from joint_rag.kernels.launcher import pack_keys, unpack_keys
 
 SIMS = ("dot", "cosine", "flat_cosine", "maxsim")
 
@@ -57,7 +47,7 @@ def test_compiled_config_table_is_valid(monkeypatch, sim, dtype):
                 assert cfg.k_pad >= min(k, 16) if cfg.lazy_m and sim != "maxsim" else cfg.k_pad >= k, cfg
                 assert cfg.block_n >= cfg.k_pad and cfg.block_d >= 16
                 if cfg.lazy_m and sim != "maxsim" and cfg == base:
-                    assert cfg.block_b * cfg.k_pad <= launcher.REG_KEYS, cfg
+                    assert cfg.block_b * cfg.k_pad <= configs.REG_KEYS, cfg
                 assert cfg.lazy_m == 0 or (pow2(cfg.lazy_m) and cfg.k_pad % cfg.lazy_m == 0)
                 if sim == "maxsim":
                     assert pow2(cfg.sub_n) and cfg.block_n % cfg.sub_n == 0
@@ -76,9 +66,9 @@ def test_large_k_keeps_a_narrow_width_and_big_query_blocks(monkeypatch):
         cfg = choose_config("cosine", B, 100, torch.bfloat16, N=1_000_000)
         assert (cfg.block_b, cfg.k_pad, cfg.lazy_m) == (block_b, width, 4 if B > 1 else 2), (B, cfg)
     assert choose_config("dot", 1024, 10, torch.bfloat16).k_pad == 16  # k <= 32: unchanged
-    assert launcher.keep_width(512, 100, 128, splits=132) == 16
-    assert launcher.keep_width(512, 100, 128, splits=1) == 128  # one split must hold all k
-    assert launcher.keep_width(512, 20, 32, splits=132) == 32  # below NARROW_FROM
+    assert configs.keep_width(512, 100, 128, splits=132) == 16
+    assert configs.keep_width(512, 100, 128, splits=1) == 128  # one split must hold all k
+    assert configs.keep_width(512, 20, 32, splits=132) == 32  # below NARROW_FROM
 
 
 def test_pack_keys_order_and_roundtrip():
