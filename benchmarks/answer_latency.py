@@ -35,7 +35,7 @@ from joint_rag.pipeline import JointRAG
 
 import torch  # noqa: E402  isort: skip
 
-from joint_rag.models.generator import _cache_kwarg, _cache_of  # noqa: E402
+from joint_rag.models.generator import _cache_kwarg, _cache_of, _logits_kwarg  # noqa: E402
 
 K = 5
 
@@ -80,7 +80,10 @@ def prefill_decode(model: torch.nn.Module, embeds: torch.Tensor, attn: torch.Ten
     B = embeds.shape[0]
     position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
     t0 = time.perf_counter()
-    out = model(inputs_embeds=embeds, attention_mask=attn, position_ids=position_ids, use_cache=True)
+    last_only = {name: 1} if (name := _logits_kwarg(model)) else {}  # as _greedy: last position's logits
+    out = model(
+        inputs_embeds=embeds, attention_mask=attn, position_ids=position_ids, use_cache=True, **last_only
+    )
     past, next_tok = _cache_of(out), out.logits[:, -1].argmax(-1)  # (B,)
     t1 = time.perf_counter()
     for _ in range(new_tokens - 1):

@@ -33,6 +33,18 @@ def _cache_kwarg(model: nn.Module) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
+def _logits_kwarg(model: nn.Module) -> str | None:
+    """The forward argument that limits which positions get vocabulary logits: ``logits_to_keep``
+    (transformers >= 4.50, an int or a 1-D tensor of positions), ``num_logits_to_keep`` (4.45-4.49,
+    an int only), or None when the model takes neither."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    params = inspect.signature(base.forward).parameters
+    for name in ("logits_to_keep", "num_logits_to_keep"):
+        if name in params:
+            return name
+    return None
+
+
 def _cache_of(out) -> object:
     return getattr(out, "cache", None) if getattr(out, "cache", None) is not None else out.past_key_values
 
@@ -210,14 +222,25 @@ class Generator(nn.Module):
             ids[b, : len(s)] = torch.tensor(s, device=device)
             attn[b, : len(s)] = 1
         embeds = self._embed(ids, positions, memory if self.mode == "memory" else None)
-        logits = self.model(inputs_embeds=embeds, attention_mask=attn).logits  # (B, S, V)
         # answer token t sits at starts[b] + t and is predicted from position starts[b] + t - 1
         t_idx = torch.arange(T, device=device)
         start = torch.tensor(starts, device=device).unsqueeze(1)  # (B, 1)
         mask = t_idx.unsqueeze(0) < torch.tensor(lens, device=device).unsqueeze(1)  # (B, T)
         tgt_pos = (start + t_idx).clamp(max=S - 1)  # (B, T)
         targets = ids.gather(1, tgt_pos)  # (B, T)
-        pred = logits.gather(1, (tgt_pos - 1).unsqueeze(-1).expand(-1, -1, logits.shape[-1]))  # (B, T, V)
+        pred_pos = tgt_pos - 1  # (B, T)
+        if _logits_kwarg(self.model) == "logits_to_keep":
+            # vocabulary logits only at the U <= S positions some row predicts an answer token from
+            # (the lm_head and its backward skip the prompt; the model applies its own logit
+            # scaling or softcapping to what it keeps)
+            keep = torch.unique(pred_pos)  # (U,) sorted
+            logits = self.model(
+                inputs_embeds=embeds, attention_mask=attn, logits_to_keep=keep
+            ).logits  # (B, U, V)
+            pred_pos = torch.searchsorted(keep, pred_pos)  # (B, T) columns of logits
+        else:
+            logits = self.model(inputs_embeds=embeds, attention_mask=attn).logits  # (B, S, V)
+        pred = logits.gather(1, pred_pos.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))  # (B, T, V)
         logp = torch.log_softmax(pred.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, T)
         logp = logp * mask
         nll = -logp.sum(1) / mask.sum(1).clamp(min=1)  # (B,)
@@ -260,7 +283,12 @@ class Generator(nn.Module):
         """Greedy decoding with a KV cache; stops at EOS."""
         B = embeds.shape[0]
         position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(inputs_embeds=embeds, attention_mask=attn, position_ids=position_ids, use_cache=True)
+        last_only = (
+            {name: 1} if (name := _logits_kwarg(self.model)) else {}
+        )  # prefill: last position's logits
+        out = self.model(
+            inputs_embeds=embeds, attention_mask=attn, position_ids=position_ids, use_cache=True, **last_only
+        )
         past = _cache_of(out)
         next_tok = out.logits[:, -1].argmax(-1)  # (B,)
         done = torch.zeros(B, dtype=torch.bool, device=embeds.device)

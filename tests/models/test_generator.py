@@ -1,0 +1,85 @@
+"""Generator: vocabulary logits only where an answer token is predicted, same loss and gradients."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from joint_rag.models import Generator
+from joint_rag.models import generator as generator_mod
+
+# prompts of different lengths, so the answer positions differ between rows
+QUERIES = ["where?", "what colour is the long-tailed cat of the miller?", "who"]
+ANSWERS = ["in Torvik", "grey", "the miller's daughter Anna"]
+
+
+def _loss_and_grads(gen: Generator, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    gen.zero_grad()
+    memory = memory.clone().requires_grad_(True)
+    out = gen(QUERIES, ANSWERS, memory=memory)
+    (out.nll.sum() + out.token_logprobs.sum()).backward()
+    grads = {n: p.grad.clone() for n, p in gen.named_parameters() if p.grad is not None}
+    return out.token_logprobs.detach(), memory.grad, grads
+
+
+@pytest.mark.parametrize("train_mode", ["full", "lora"])
+def test_sliced_logits_give_the_full_logits_loss_and_gradients(monkeypatch, train_mode):
+    torch.manual_seed(0)
+    gen = Generator("tiny-llama", train_mode=train_mode, lora_rank=4)
+    assert generator_mod._logits_kwarg(gen.model) == "logits_to_keep"
+    memory = torch.randn(3, 2, 2, gen.hidden_size)  # (B, K, M, H)
+
+    calls = []
+    forward = type(gen.model).forward
+
+    @functools.wraps(forward)  # keeps the signature the generator inspects
+    def spy(self, *args, **kwargs):
+        calls.append(kwargs.get("logits_to_keep"))
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(gen.model), "forward", spy)
+    sliced = _loss_and_grads(gen, memory)
+    keep = calls[-1]
+    assert isinstance(keep, torch.Tensor) and keep.numel() > 0
+    monkeypatch.setattr(generator_mod, "_logits_kwarg", lambda model: None)  # every position's logits
+    full = _loss_and_grads(gen, memory)
+    assert calls[-1] is None
+
+    torch.testing.assert_close(sliced[0], full[0])
+    assert (sliced[0] != 0).any()
+    torch.testing.assert_close(sliced[1], full[1])
+    assert sliced[2].keys() == full[2].keys() and sliced[2]
+    for name in full[2]:
+        torch.testing.assert_close(sliced[2][name], full[2][name], msg=name)
+
+
+def test_only_predicting_positions_are_kept(monkeypatch):
+    torch.manual_seed(0)
+    gen = Generator("tiny-llama")
+    memory = torch.randn(3, 2, 2, gen.hidden_size)
+    kept = []
+    forward = type(gen.model).forward
+
+    @functools.wraps(forward)
+    def spy(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        kept.append((kwargs["inputs_embeds"].shape[1], out.logits.shape[1]))
+        return out
+
+    monkeypatch.setattr(type(gen.model), "forward", spy)
+    out = gen(QUERIES, ANSWERS, memory=memory)
+    seq_len, logit_positions = kept[-1]
+    assert logit_positions < seq_len
+    # at most one position per answer token per row
+    assert logit_positions <= int(out.token_mask.sum())
+
+
+def test_generation_is_unchanged_by_last_position_logits(monkeypatch):
+    torch.manual_seed(0)
+    gen = Generator("tiny-llama", max_new_tokens=5)
+    memory = torch.randn(3, 2, 2, gen.hidden_size)
+    sliced = gen.generate(QUERIES, memory=memory)
+    monkeypatch.setattr(generator_mod, "_logits_kwarg", lambda model: None)
+    assert gen.generate(QUERIES, memory=memory) == sliced
