@@ -2,11 +2,14 @@
 # One-shot GPU check of the fused similarity + top-k kernel (joint_rag.kernels), for a session
 # that has a CUDA GPU. Runs the gpu-marked tests, then the CUDA benchmark sweep; everything is
 # written under $OUT (default benchmarks/results):
-#   gpu_info.txt, gpu_tests.log, similarity_topk_<h100|h200|...>.json, gpu_bench.log
-# Usage:  OUT=/some/dir bash benchmarks/gpu_check.sh [all|tests|bench]
+#   gpu_info.txt, gpu_tests.log, similarity_topk_<h100|h200|...>.json, gpu_bench.log,
+#   similarity_topk_probe_<h100|h200>.json, gpu_probe.log
+# Usage:  OUT=/some/dir bash benchmarks/gpu_check.sh [all|tests|bench|probe]
 # Knobs:  PY (python to use), TEST_TIMEOUT (s, default 110), BENCH_BUDGET (s of sweep, default 90;
-#         the sweep is killed 35 s after it), BENCH_ARGS (extra benchmark arguments, e.g. --quick).
-# Total with the defaults: about 240 s (tests first, with their own timeout; the sweep after).
+#         the sweep is killed 35 s after it), BENCH_ARGS (extra benchmark arguments, e.g. --quick),
+#         PROBE_BUDGET (s of the config/cost probe, default 150; killed 60 s after it).
+# Total with the defaults: about 450 s (tests first, with their own timeout; the sweep, then the
+# probe). Under a 600 s command limit, run `tests` alone first, then `bench` and `probe`.
 # The gpu tests compile 13 kernel specialisations (about 1-5 s each, see the test file).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -52,5 +55,13 @@ if [ "$WHAT" = all ] || [ "$WHAT" = bench ]; then
   brc=${PIPESTATUS[0]}
   echo "benchmark exit code: $brc" | tee -a "$OUT/gpu_bench.log"
   [ "$rc" -eq 0 ] && rc=$brc
+fi
+if [ "$WHAT" = all ] || [ "$WHAT" = probe ]; then
+  # where the kernel's time goes (scoring vs top-k) and configs around the table; see the script
+  timeout "$(( ${PROBE_BUDGET:-150} + 60 ))" "$PY" benchmarks/similarity_topk_probe.py \
+    --budget-s "${PROBE_BUDGET:-150}" --out-dir "$OUT" 2>&1 | tee "$OUT/gpu_probe.log" | tail -4 | cut -c1-400
+  prc=${PIPESTATUS[0]}
+  echo "probe exit code: $prc" | tee -a "$OUT/gpu_probe.log"
+  [ "$rc" -eq 0 ] && rc=$prc
 fi
 exit "$rc"

@@ -76,9 +76,16 @@ def _signature(names: list[str], dtype: str, constexprs: dict) -> dict[str, str]
 
 
 def compile_kernel(
-    similarity: str, dtype: torch.dtype, cfg: TopkConfig, arch: int = 90, m: int = 1, mp: int = 1
+    similarity: str,
+    dtype: torch.dtype,
+    cfg: TopkConfig,
+    arch: int = 90,
+    m: int = 1,
+    mp: int = 1,
+    probe: int = 0,
 ):
-    """triton.compile one kernel specialisation for ``sm_<arch>``; returns the CompiledKernel."""
+    """triton.compile one kernel specialisation for ``sm_<arch>``; returns the CompiledKernel.
+    ``probe=1``: the dot kernel's timing probe (``PROBE``)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -98,7 +105,7 @@ def compile_kernel(
         consts = {
             "HAS_SCALE": similarity != "dot", "DOT_PRECISION": precision, "K_PAD": cfg.k_pad, "LAZY_M": cfg.lazy_m,
             "BLOCK_B": cfg.block_b,
-            "BLOCK_N": cfg.block_n, "BLOCK_D": cfg.block_d, "GROUP_B": cfg.group_b,
+            "BLOCK_N": cfg.block_n, "BLOCK_D": cfg.block_d, "GROUP_B": cfg.group_b, "PROBE": probe,
         }  # fmt: skip
     # what the launcher's JIT specialises at run time for the benchmark shapes: 16-byte aligned
     # pointers, and D and the row strides divisible by 16 (d = 768, 4096); without these hints the

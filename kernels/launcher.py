@@ -133,9 +133,12 @@ def _launch(
     scales: tuple[Tensor, Tensor] | None,
     cfg: TopkConfig,
     num_splits: int | None,
+    probe: int = 0,
 ) -> tuple[Tensor, Tensor | None]:
     """One kernel launch; returns the per-split keys (B, splits * K_PAD) and, lazy, the overflow
-    bound per query (B,) fp32 (max over splits), else None."""
+    bound per query (B,) fp32 (max over splits), else None. ``probe=1`` (dot kernels only) runs
+    the timing probe: tiles scored, no top-k kept (the keys are empty, the bound is each query's
+    max score); for benchmarks/similarity_topk_probe.py."""
     B, N = q.shape[0], p.shape[0]
     precision = "ieee" if p.dtype == torch.float32 else None
     splits, n_per_split = choose_splits(N, B, cfg, q.device, num_splits)
@@ -144,6 +147,8 @@ def _launch(
     grid = (-(-B // cfg.block_b) * splits,)
     launch = {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
     if similarity == "maxsim":
+        if probe:
+            raise ValueError("the timing probe (probe=1) exists for the dot kernel only")
         m, mp = q.shape[1], p.shape[1]
         mod.maxsim_topk_kernel[grid](
             q, p, out, bound, B, N, q.shape[2], m, mp, q.stride(0), q.stride(1), p.stride(0), p.stride(1),
@@ -155,9 +160,10 @@ def _launch(
         mod.dot_topk_kernel[grid](
             q, p, *(scales or (bound, bound)), out, bound, B, N, q.shape[1], q.stride(0), p.stride(0),
             n_per_split, splits, HAS_SCALE=scales is not None, DOT_PRECISION=precision, K_PAD=cfg.k_pad,
-            LAZY_M=cfg.lazy_m, BLOCK_B=cfg.block_b, BLOCK_N=cfg.block_n, BLOCK_D=cfg.block_d, GROUP_B=cfg.group_b, **launch,
+            LAZY_M=cfg.lazy_m, BLOCK_B=cfg.block_b, BLOCK_N=cfg.block_n, BLOCK_D=cfg.block_d, GROUP_B=cfg.group_b,
+            PROBE=probe, **launch,
         )  # fmt: skip
-    return out.view(B, splits * cfg.k_pad), bound.amax(dim=1) if cfg.lazy_m else None
+    return out.view(B, splits * cfg.k_pad), bound.amax(dim=1) if cfg.lazy_m or probe else None
 
 
 AUTOTUNE_ENV = "JOINT_RAG_TRITON_AUTOTUNE"

@@ -276,6 +276,7 @@ def dot_topk_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
     GROUP_B: tl.constexpr,
+    PROBE: tl.constexpr = 0,  # 1: timing probe only (no top-k kept; see below), 0: the search
 ):
     pid_b, pid_s = _program_ids(B, num_splits, BLOCK_B, GROUP_B)
     offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)  # (BLOCK_B,)
@@ -300,7 +301,12 @@ def dot_topk_kernel(
         if HAS_SCALE:  # cosine: (q . p) / (||q|| ||p||), the inputs stay as given
             p_scale = tl.load(p_scale_ptr + offs_n, mask=mask_n, other=0.0)  # (BLOCK_N,)
             acc = acc * q_scale[:, None] * p_scale[None, :]
-        if LAZY_M > 0:
+        if PROBE == 1:
+            # timing probe (benchmarks/similarity_topk_probe.py): the tiles are scored as in the
+            # search but only their row max is kept (in ``bound``), so probe time against search
+            # time splits the kernel into scoring (tl.dot, loads, loop) and top-k bookkeeping
+            bound = tl.maximum(bound, tl.max(tl.where(mask_n[None, :], acc, float("-inf")), axis=1))
+        elif LAZY_M > 0:
             s = tl.where(mask_n[None, :], acc, float("-inf"))  # (BLOCK_B, BLOCK_N)
             t = (n0 - n_start) // BLOCK_N
             top, buf, theta, bound = _lazy_update(s, offs_n, mask_b, top, buf, theta, bound, t, LAZY_M)

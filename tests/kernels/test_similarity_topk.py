@@ -247,6 +247,50 @@ def test_narrow_width_stays_exact():
     check_topk(q, p, 50, "cosine", scores, indices, tol=1e-5, exact_recall=True)
 
 
+@needs_triton
+@pytest.mark.parametrize("sim", ["dot", "cosine"])
+def test_timing_probe_scores_tiles_and_keeps_only_the_row_max(sim):
+    """PROBE=1 (benchmarks/similarity_topk_probe.py) scores every tile as the search does but
+    keeps no top-k: its per-query bound is the row max of the dense scores, its keys are empty."""
+    q, p = make_inputs(sim, B=20, N=300, D=40)
+    mod = launcher.kernels_module()
+    cfg = choose_config(sim, 20, 10, torch.float32, N=300)
+    assert cfg.lazy_m > 0
+    qq, pp, scales = launcher._prepare(q, p, sim)
+    keys, bound = launcher._launch(mod, sim, qq, pp, scales, cfg, 3, probe=1)
+    torch.testing.assert_close(bound, similarity(q, p, sim).amax(dim=1), atol=1e-5, rtol=0)
+    assert bool((keys == launcher._MIN_KEY).all())
+    keys, _ = launcher._launch(mod, sim, qq, pp, scales, cfg, 3)  # the search kernel is unchanged
+    assert bool((keys != launcher._MIN_KEY).any())
+    with pytest.raises(ValueError, match="dot kernel only"):
+        qm, pm = make_inputs("maxsim", B=2, N=10, D=8, m=2, mp=2)
+        launcher._launch(
+            mod, "maxsim", qm, pm, None, choose_config("maxsim", 2, 3, torch.float32, 2, 2), 1, probe=1
+        )
+
+
+@pytest.mark.slow
+def test_probe_benchmark_dry_run(tmp_path):
+    """benchmarks/similarity_topk_probe.py end to end in the interpreter (fresh process)."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    cmd = [
+        sys.executable,
+        str(root / "benchmarks" / "similarity_topk_probe.py"),
+        "--dry-run",
+        "--out-dir",
+        str(tmp_path),
+    ]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    import json
+
+    rows = json.loads((tmp_path / "similarity_topk_probe_dry_run.json").read_text())["rows"]
+    entries = [e for row in rows for e in row["configs"].values()]
+    assert entries and all("error" not in e for e in entries)
+    assert all(e["recall_first64"] == 1.0 for e in entries)
+
+
 # ---- dispatch, gradients, dense scoring -------------------------------------------------------
 
 
