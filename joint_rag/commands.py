@@ -128,3 +128,91 @@ def _print_answers(questions: list[str], results: list[dict]) -> None:
             short = text if len(text) <= 160 else text[:157] + "..."
             table.add_row(str(rank), escape(p["id"]), f"{p['score']:.4f}", escape(short))
         console.print(table)
+
+
+# ----------------------------------------------------------------------------- follow
+@extra_command("follow")
+def follow_command(argv: list[str]) -> int:
+    """``jrag follow --model DIR (--pairs FILE.jsonl | --synthetic) [--n N] [--seed S] [--out JSON]``."""
+    prog = "jrag follow"
+    parser = _Parser(
+        prog=prog,
+        description="Instruction following of an exported retriever: p-MRR (FollowIR) over instruction "
+        "pairs, each a query under an original and a changed instruction that makes some passages "
+        "irrelevant. Positive: those passages move down; 0: the instruction changes nothing.",
+    )
+    parser.add_argument("--model", required=True, type=Path, help="export folder (`jrag export`)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--pairs",
+        type=Path,
+        help="JSONL: query, instruction_og, instruction_new, changed (passage ids), optional query_id",
+    )
+    source.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="pairs built from the export's own fictional knowledge base (its config's SyntheticSource)",
+    )
+    parser.add_argument("--n", type=int, default=None, help="--synthetic: at most this many pairs")
+    parser.add_argument("--seed", type=int, default=0, help="--synthetic: seed of the pairs")
+    parser.add_argument("--device", default="cpu", help="torch device for the models (default: cpu)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the full result as JSON here")
+    args = parser.parse_args(argv)
+    if not args.model.is_dir():
+        _fail(prog, f"--model {args.model}: no such folder; export a model with `jrag export` first")
+
+    from joint_rag.data.formats import DataError
+    from joint_rag.instructions import (
+        evaluate_instruction_following,
+        read_instruction_pairs,
+        synthetic_instruction_pairs,
+    )
+    from joint_rag.pipeline import ExportFormatError, JointRAG
+
+    try:
+        if args.pairs is not None:
+            pairs = read_instruction_pairs(args.pairs)
+        else:
+            pairs = synthetic_instruction_pairs(_export_knowledge_base(args.model, prog), args.n, args.seed)
+        rag = JointRAG.from_pretrained(args.model, device=args.device)
+    except (DataError, ExportFormatError, ValueError) as err:
+        _fail(prog, str(err))
+    unknown = sorted({pid for p in pairs for pid in p.changed} - set(rag.corpus.ids))
+    if unknown:
+        _fail(prog, f"{len(unknown)} changed passage ids are not in the export's corpus, e.g. {unknown[0]!r}")
+
+    def rank(queries: list[str], instructions: list[str | None]) -> list[list[str]]:
+        return [ids for ids, _ in rag.ranked_with_scores(queries, instructions, len(rag.corpus))]
+
+    result = {
+        "model": str(args.model),
+        "pairs": str(args.pairs) if args.pairs else f"synthetic(n={args.n}, seed={args.seed})",
+        **evaluate_instruction_following(rank, pairs),
+    }
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.out.with_name(args.out.name + ".tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        tmp.replace(args.out)
+    summary = {k: v for k, v in result.items() if k != "per_query"}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _export_knowledge_base(folder: Path, prog: str):
+    """The fictional knowledge base an export was trained on, rebuilt from its config.yaml."""
+    import yaml
+
+    from joint_rag.data.synthetic import SyntheticSource
+    from joint_rag.export import CONFIG_FILE
+
+    path = folder / CONFIG_FILE
+    try:
+        source = yaml.safe_load(path.read_text())["data"]["source"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
+        _fail(prog, f"{path}: cannot read data.source ({err}); use --pairs with your own file")
+    if not isinstance(source, dict) or not str(source.get("class_path", "")).endswith("SyntheticSource"):
+        _fail(
+            prog, f"{path}: data.source is not the built-in SyntheticSource; use --pairs with your own file"
+        )
+    return SyntheticSource(**(source.get("init_args") or {})).build()

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from smoke_fit import fit_smoke  # noqa: E402  (tests/ is on sys.path under pytest)
 
 import joint_rag.export as export_mod
-from joint_rag.cli import main, make_cli
+from joint_rag.cli import main
 from joint_rag.export import ExportError, export_checkpoint, export_module
 from joint_rag.pipeline import JointRAG
 
@@ -21,27 +22,8 @@ QUESTIONS = [
 ]
 
 
-def _fit_smoke(root: Path):
-    """Two training steps of experiments/smoke.yaml in-process; returns the CLI (model, ckpt)."""
-    cli = make_cli(
-        [
-            "fit",
-            "-c",
-            str(REPO / "experiments" / "smoke.yaml"),
-            f"--trainer.default_root_dir={root}",
-            "--trainer.max_steps=2",
-            "--trainer.val_check_interval=2",
-            "--trainer.limit_val_batches=1",
-            "--data.source.init_args.num_entities=12",
-        ]
-    )
-    ckpts = sorted(root.rglob("*.ckpt"))
-    assert ckpts, "fit should write a checkpoint"
-    return cli, ckpts[-1]
-
-
 def test_export_checkpoint_matches_trained_module(tmp_path):
-    cli, ckpt = _fit_smoke(tmp_path / "run")
+    cli, ckpt = fit_smoke(tmp_path / "run")
     out = export_checkpoint(
         ckpt, tmp_path / "export", metrics={"before": {"val/em": 0.0}, "after": {"val/em": 0.25}}
     )
