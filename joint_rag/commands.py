@@ -30,14 +30,28 @@ def _fail(prog: str, message: str) -> NoReturn:
 # ----------------------------------------------------------------------------- export
 @extra_command("export")
 def export_command(argv: list[str]) -> int:
-    """``jrag export --ckpt PATH --out DIR [--config CFG] [--metrics JSON] [--overwrite]``."""
+    """``jrag export --ckpt PATH --out DIR [--config CFG] [--metrics JSON] [--overwrite]``, or
+    ``jrag export --untrained --config CFG --out DIR [--set KEY=VALUE ...]`` (no training)."""
     prog = "jrag export"
     parser = _Parser(
         prog=prog,
         description="Export a trained checkpoint into a self-describing folder (safetensors, JSON, "
         "tokenizers, faiss index, corpus, model card) that JointRAG.from_pretrained loads.",
     )
-    parser.add_argument("--ckpt", required=True, type=Path, help="Lightning .ckpt written by `jrag fit`")
+    parser.add_argument("--ckpt", type=Path, help="Lightning .ckpt written by `jrag fit`")
+    parser.add_argument(
+        "--untrained",
+        action="store_true",
+        help="export the system --config builds, without training (an off-the-shelf baseline)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --untrained: set a dotted config key first (VALUE is YAML), e.g. "
+        "--set model.similarity=cosine; repeatable",
+    )
     parser.add_argument("--out", required=True, type=Path, help="export folder to create")
     parser.add_argument(
         "--config",
@@ -53,7 +67,13 @@ def export_command(argv: list[str]) -> int:
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     args = parser.parse_args(argv)
-    if not args.ckpt.is_file():
+    if args.untrained == (args.ckpt is not None):
+        _fail(prog, "pass either --ckpt (a trained run) or --untrained with --config")
+    if args.set and not args.untrained:
+        _fail(prog, "--set applies to --untrained exports only")
+    if args.untrained and args.config is None:
+        _fail(prog, "--untrained needs --config (the experiment YAML that builds the system)")
+    if args.ckpt is not None and not args.ckpt.is_file():
         _fail(prog, f"--ckpt {args.ckpt}: no such file; pass the .ckpt written by `jrag fit`")
     if args.config is not None and not args.config.is_file():
         _fail(prog, f"--config {args.config}: no such file")
@@ -66,13 +86,32 @@ def export_command(argv: list[str]) -> int:
         if not isinstance(metrics, dict):
             _fail(prog, f"--metrics {args.metrics}: expected a JSON object of metrics")
 
-    from joint_rag.export import ExportError, export_checkpoint
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            _fail(prog, f"--set {item!r}: expected KEY=VALUE, e.g. model.similarity=cosine")
+        import yaml
+
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            _fail(prog, f"--set {item!r}: VALUE is not YAML ({err})")
+
+    from joint_rag.export import ExportError, export_checkpoint, export_untrained
 
     try:
-        out = export_checkpoint(args.ckpt, args.out, args.config, metrics=metrics, overwrite=args.overwrite)
+        if args.untrained:
+            out = export_untrained(
+                args.config, args.out, overrides, metrics=metrics, overwrite=args.overwrite
+            )
+        else:
+            out = export_checkpoint(
+                args.ckpt, args.out, args.config, metrics=metrics, overwrite=args.overwrite
+            )
     except ExportError as err:
         _fail(prog, str(err))
-    print(f"exported {args.ckpt} -> {out}")
+    print(f"exported {args.ckpt or f'{args.config} (untrained)'} -> {out}")
     return 0
 
 

@@ -122,6 +122,50 @@ def export_checkpoint(
     return export_module(module, out_dir, corpus, config=cfg, metrics=metrics, overwrite=overwrite, step=step)
 
 
+def export_untrained(
+    config_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    overrides: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Export the system an experiment config builds, without training: the off-the-shelf
+    baseline of that config (pretrained backbones as loaded, new layers as initialised under
+    the config's ``seed_everything``, which LightningCLI applies before building the model).
+
+    Args:
+        config_path: experiment YAML.
+        out_dir: the export folder to create.
+        overrides: dotted keys set in the config first, e.g.
+            ``{"model.compressor.init_args.retrieval": "mean_pool"}`` (None removes a key); the
+            export's ``config.yaml`` is the config with them applied.
+        metrics: evaluation results for the model card.
+        overwrite: replace an existing ``out_dir``.
+
+    Raises:
+        ExportError: missing/unreadable config, or ``out_dir`` exists.
+    """
+    import yaml
+
+    from joint_rag.studies import set_dotted
+
+    cfg = Path(config_path)
+    _check_out_dir(Path(out_dir), overwrite)
+    try:
+        raw = yaml.safe_load(cfg.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ExportError(f"config {cfg} is not readable YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ExportError(f"config {cfg} has no 'model' section; pass an experiment config")
+    for key, value in (overrides or {}).items():
+        set_dotted(raw, key, value)
+    with tempfile.TemporaryDirectory(prefix="jrag-export-untrained-") as tmp:
+        effective = Path(tmp) / CONFIG_FILE
+        effective.write_text(yaml.safe_dump(raw, sort_keys=False))
+        module, corpus = build_module_from_config(effective)
+    return export_module(module, out_dir, corpus, config=raw, metrics=metrics, overwrite=overwrite, step=0)
+
+
 def find_config(ckpt: Path) -> Path | None:
     """The ``config.yaml`` LightningCLI saved for the run of ``ckpt`` (searching up 3 folders)."""
     for folder in list(ckpt.resolve().parents)[:3]:
