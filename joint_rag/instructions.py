@@ -25,32 +25,22 @@ import math
 import random
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+from joint_rag.data.corpus import InstructionPair
 from joint_rag.data.formats import DataError, get_field, iter_jsonl
-from joint_rag.data.synthetic import KnowledgeBase, _article
+from joint_rag.data.synthetic import KnowledgeBase, town_instruction_pairs
+
+__all__ = [
+    "InstructionPair",
+    "evaluate_instruction_following",
+    "p_mrr_change",
+    "query_p_mrr",
+    "read_instruction_pairs",
+    "synthetic_instruction_pairs",
+]
 
 Ranker = Callable[[list[str], list[str | None]], list[list[str]]]
-
-
-@dataclass(frozen=True)
-class InstructionPair:
-    """One query under an original and a changed instruction.
-
-    Attributes:
-        query_id: an id for reports.
-        query: the query text.
-        instruction_og: the original instruction.
-        instruction_new: the changed instruction.
-        changed: passage ids relevant under ``instruction_og`` and not under ``instruction_new``.
-    """
-
-    query_id: str
-    query: str
-    instruction_og: str
-    instruction_new: str
-    changed: tuple[str, ...]
 
 
 def p_mrr_change(og_rank: int, new_rank: int) -> float:
@@ -147,43 +137,10 @@ def read_instruction_pairs(path: str | Path) -> list[InstructionPair]:
 def synthetic_instruction_pairs(
     kb: KnowledgeBase, n: int | None = None, seed: int = 0
 ) -> list[InstructionPair]:
-    """Instruction pairs over the fictional knowledge base (person passages must state pets).
-
-    For a town where at least two people were born, not all with the same pet:
-    query "Who was born in {town}?"; original instruction: every person born there is relevant;
-    changed instruction: only those born there who keep one of their pets (chosen at random).
-    ``changed`` = the people born there with another pet.
-
-    Args:
-        kb: the knowledge base (``SyntheticSource(...).build()``).
-        n: at most this many pairs (random by ``seed``); None keeps all towns.
-        seed: seed for the pet chosen per town and the subsample.
-    """
-    stated = [p.pet in kb.corpus[kb.corpus.index_of(p.entity_id)].text for p in kb.people]
-    if not all(stated):
-        raise ValueError(
-            "the knowledge base's person passages do not all state the pet (built with passage_facts "
-            "without 'pet'?): instruction pairs about pets need them"
-        )
+    """Instruction pairs over every town of the fictional knowledge base (see
+    ``joint_rag.data.synthetic.town_instruction_pairs``); at most ``n`` (random by ``seed``)."""
     rng = random.Random(seed)
-    by_town: dict[str, list] = {}
-    for person in kb.people:
-        by_town.setdefault(person.hometown, []).append(person)
-    pairs = []
-    for town in sorted(by_town):
-        people = by_town[town]
-        if len({p.pet for p in people}) < 2:
-            continue
-        pet = rng.choice(sorted({p.pet for p in people}))
-        pairs.append(
-            InstructionPair(
-                query_id=f"born-in-{town}",
-                query=f"Who was born in {town}?",
-                instruction_og=f"Any person born in {town} is relevant.",
-                instruction_new=f"Only a person born in {town} who keeps {_article(pet)} as a pet is relevant.",
-                changed=tuple(p.entity_id for p in people if p.pet != pet),
-            )
-        )
+    pairs = town_instruction_pairs(kb, sorted({p.hometown for p in kb.people}), rng)
     if n is not None and len(pairs) > n:
         pairs = rng.sample(pairs, n)
     return pairs

@@ -35,7 +35,7 @@ import yaml
 
 from joint_rag.cli import extra_command
 
-METRICS = ("recall@1", "recall@5", "mrr@10", "ndcg@10", "em", "f1")
+METRICS = ("recall@1", "recall@5", "mrr@10", "ndcg@10", "em", "f1", "p_mrr")  # p_mrr: with instruction pairs
 
 
 def _obj(class_name: str, **init_args) -> dict:

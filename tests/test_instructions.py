@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from smoke_fit import fit_smoke  # (tests/ is on sys.path under pytest)
@@ -163,3 +164,53 @@ def test_follow_refuses_a_non_synthetic_export_for_synthetic_pairs(tmp_path, cap
     with pytest.raises(SystemExit):
         main(["follow", "--model", str(folder), "--synthetic"])
     assert "not the built-in SyntheticSource; use --pairs" in capsys.readouterr().err
+
+
+def test_synthetic_source_holds_out_towns_for_instruction_pairs():
+    from joint_rag.data.synthetic import SyntheticSource
+
+    data = SyntheticSource(
+        num_entities=200, seed=1, instruction_eval_towns=0.3, instruction_examples=40
+    ).load()
+    kb = SyntheticSource(num_entities=200, seed=1).build()
+    people = {p.entity_id: p for p in kb.people}
+    eval_towns = {
+        pair.query.removeprefix("Who was born in ").removesuffix("?") for pair in data.instruction_pairs
+    }
+    examples = [ex for ex in data.train if ex.instruction]
+    assert data.instruction_pairs and len(examples) == 40
+    for ex in examples:
+        town = ex.query.removeprefix("Who was born in ").removesuffix("?")
+        assert town not in eval_towns, "instruction examples come from the other towns"
+        pets = {people[g].pet for g in ex.gold_passage_ids}
+        assert len(pets) == 1 and pets.pop() in ex.instruction
+        assert all(people[g].hometown == town for g in ex.gold_passage_ids)
+        born_there = [p for p in kb.people if p.hometown == town]
+        assert len(ex.gold_passage_ids) < len(born_there), "someone born there is a hard negative"
+    plain = SyntheticSource(num_entities=200, seed=1).load()
+    assert not plain.instruction_pairs and not any(ex.instruction for ex in plain.train)
+    with pytest.raises(ValueError, match="instruction_eval_towns"):
+        SyntheticSource(instruction_eval_towns=1.0)
+
+
+def test_validation_logs_p_mrr_with_instruction_pairs(tmp_path):
+    from joint_rag.cli import make_cli
+
+    cli = make_cli(
+        [
+            "-c",
+            str(Path(__file__).resolve().parents[1] / "experiments" / "smoke.yaml"),
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.max_steps=2",
+            "--trainer.limit_val_batches=1",
+            "--data.source.init_args.instruction_eval_towns=0.5",
+            "--data.source.init_args.instruction_examples=4",
+        ],
+        run=False,
+    )
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    metrics = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]
+    assert -1.0 < metrics["val/p_mrr"] < 1.0
+    direct = cli.model.instruction_following(cli.datamodule.data.instruction_pairs)
+    assert direct["p_mrr"] == pytest.approx(metrics["val/p_mrr"], abs=1e-6)
+    assert direct["changed_passages"] > 0

@@ -117,14 +117,38 @@ class Example:
         return self.answers[0] if self.answers else ""
 
 
+@dataclass(frozen=True)
+class InstructionPair:
+    """One query under an original and a changed instruction (FollowIR), for p-MRR.
+
+    Attributes:
+        query_id: an id for reports.
+        query: the query text.
+        instruction_og: the original instruction.
+        instruction_new: the changed instruction.
+        changed: passage ids relevant under ``instruction_og`` and not under ``instruction_new``.
+    """
+
+    query_id: str
+    query: str
+    instruction_og: str
+    instruction_new: str
+    changed: tuple[str, ...]
+
+
 @dataclass
 class RAGData:
-    """A corpus and its examples, split into train/val/test lists of examples."""
+    """A corpus and its examples, split into train/val/test lists of examples.
+
+    ``instruction_pairs`` (optional): held-out instruction pairs; validation and test then also
+    log p-MRR (``joint_rag.instructions``).
+    """
 
     corpus: Corpus
     train: list[Example]
     val: list[Example]
     test: list[Example] = field(default_factory=list)
+    instruction_pairs: list[InstructionPair] = field(default_factory=list)
 
 
 def check_examples(examples: Sequence[Example], corpus: Corpus, source: str) -> None:
