@@ -29,7 +29,8 @@ from pathlib import Path
 
 from joint_rag.data.corpus import InstructionPair
 from joint_rag.data.formats import DataError, get_field, iter_jsonl
-from joint_rag.data.synthetic import KnowledgeBase, town_instruction_pairs
+from joint_rag.data.synthetic import KnowledgeBase
+from joint_rag.data.synthetic_instructions import town_instruction_pairs
 
 __all__ = [
     "InstructionPair",
@@ -138,7 +139,7 @@ def synthetic_instruction_pairs(
     kb: KnowledgeBase, n: int | None = None, seed: int = 0
 ) -> list[InstructionPair]:
     """Instruction pairs over every town of the fictional knowledge base (see
-    ``joint_rag.data.synthetic.town_instruction_pairs``); at most ``n`` (random by ``seed``)."""
+    ``joint_rag.data.synthetic_instructions.town_instruction_pairs``); at most ``n`` (random by ``seed``)."""
     rng = random.Random(seed)
     pairs = town_instruction_pairs(kb, sorted({p.hometown for p in kb.people}), rng)
     if n is not None and len(pairs) > n:

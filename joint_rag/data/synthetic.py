@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from joint_rag.data.corpus import Corpus, DataSource, Example, InstructionPair, Passage, RAGData
+from joint_rag.data.corpus import Corpus, DataSource, Example, Passage, RAGData
 from joint_rag.data.splits import limit, split_by_group
 
 
@@ -380,78 +380,6 @@ def build_knowledge_base(
     return KnowledgeBase(people, orgs, corpus, examples)
 
 
-# ----------------------------------------------------------------------------- instructions
-def _people_by_town(kb: KnowledgeBase, towns: list[str]) -> dict[str, list[Person]]:
-    """People born in each of ``towns`` whose passages state their pet (error otherwise)."""
-    stated = [p.pet in kb.corpus[kb.corpus.index_of(p.entity_id)].text for p in kb.people]
-    if not all(stated):
-        raise ValueError(
-            "the knowledge base's person passages do not all state the pet (built with passage_facts "
-            "without 'pet'?): instruction pairs about pets need them"
-        )
-    wanted = set(towns)
-    by_town: dict[str, list[Person]] = {t: [] for t in towns}
-    for person in kb.people:
-        if person.hometown in wanted:
-            by_town[person.hometown].append(person)
-    return by_town
-
-
-def _town_query(town: str) -> str:
-    return f"Who was born in {town}?"
-
-
-def _pet_instruction(town: str, pet: str) -> str:
-    return f"Only a person born in {town} who keeps {_article(pet)} as a pet is relevant."
-
-
-def town_instruction_pairs(kb: KnowledgeBase, towns: list[str], rng: random.Random) -> list[InstructionPair]:
-    """FollowIR-style pairs, one per town (in the given order) where at least two people were
-    born and not all keep the same pet: query "Who was born in {town}?"; original instruction:
-    every person born there is relevant; changed instruction: only those who keep one of their
-    pets (chosen with ``rng``); ``changed`` = the people born there with another pet."""
-    pairs = []
-    for town, people in _people_by_town(kb, towns).items():
-        pets = sorted({p.pet for p in people})
-        if len(pets) < 2:
-            continue
-        pet = rng.choice(pets)
-        pairs.append(
-            InstructionPair(
-                query_id=f"born-in-{town}",
-                query=_town_query(town),
-                instruction_og=f"Any person born in {town} is relevant.",
-                instruction_new=_pet_instruction(town, pet),
-                changed=tuple(p.entity_id for p in people if p.pet != pet),
-            )
-        )
-    return pairs
-
-
-def town_instruction_examples(kb: KnowledgeBase, towns: list[str]) -> list[Example]:
-    """Training examples that need the instruction: for every town of ``towns`` and every pet
-    kept there by some but not all people born there, "Who was born in {town}?" with the
-    instruction "Only a person born in {town} who keeps {pet} ..."; gold = the people born there
-    who keep it (the others born there are the hard negatives); answer = the first one's name."""
-    examples = []
-    for town, people in _people_by_town(kb, towns).items():
-        for pet in sorted({p.pet for p in people}):
-            gold = [p for p in people if p.pet == pet]
-            if len(gold) == len(people):
-                continue
-            examples.append(
-                Example(
-                    query=_town_query(town),
-                    answers=[gold[0].name],
-                    gold_passage_ids=[p.entity_id for p in gold],
-                    instruction=_pet_instruction(town, pet),
-                    example_id=f"instruction-{town}-{pet}",
-                    meta={"entity": f"town-{town}"},
-                )
-            )
-    return examples
-
-
 class SyntheticSource(DataSource):
     """The fictional knowledge base as `RAGData`, split so evaluation entities are unseen.
 
@@ -470,10 +398,10 @@ class SyntheticSource(DataSource):
         num_organisations: number of employers; default `max(2, num_entities // 5)`.
         passage_facts: sentence groups stated besides the intro (see `build_knowledge_base`).
         instruction_eval_towns: fraction of towns held out for instruction following: their
-            instruction pairs (``town_instruction_pairs``) become ``RAGData.instruction_pairs``,
+            instruction pairs (``synthetic_instructions.town_instruction_pairs``) become ``RAGData.instruction_pairs``,
             and validation/test log p-MRR on them. 0 (default): no pairs.
         instruction_examples: add at most this many instruction examples
-            (``town_instruction_examples``, random by seed) from the other towns to the training
+            (``synthetic_instructions.town_instruction_examples``, random by seed) from the other towns to the training
             split. 0 (default): none.
     """
 
@@ -530,13 +458,7 @@ class SyntheticSource(DataSource):
         n, s = self.max_examples, self.seed
         data = RAGData(kb.corpus, limit(train, n, s), limit(val, n, s), limit(test, n, s))
         if self.instruction_eval_towns or self.instruction_examples:
-            rng = random.Random(f"instructions-{self.seed}")
-            towns = sorted({p.hometown for p in kb.people})
-            rng.shuffle(towns)
-            n_eval = round(self.instruction_eval_towns * len(towns))
-            eval_towns, train_towns = sorted(towns[:n_eval]), sorted(towns[n_eval:])
-            data.instruction_pairs = town_instruction_pairs(kb, eval_towns, rng)
-            pool = town_instruction_examples(kb, train_towns)
-            k = min(self.instruction_examples, len(pool))
-            data.train = data.train + rng.sample(pool, k)
+            from joint_rag.data.synthetic_instructions import add_instruction_data
+
+            add_instruction_data(data, kb, self.instruction_eval_towns, self.instruction_examples, self.seed)
         return data
