@@ -201,11 +201,7 @@ def follow_command(argv: list[str]) -> int:
         _fail(prog, f"--model {args.model}: no such folder; export a model with `jrag export` first")
 
     from joint_rag.data.formats import DataError
-    from joint_rag.instructions import (
-        evaluate_instruction_following,
-        read_instruction_pairs,
-        synthetic_instruction_pairs,
-    )
+    from joint_rag.instructions import read_instruction_pairs, synthetic_instruction_pairs
     from joint_rag.pipeline import ExportFormatError, JointRAG
 
     try:
@@ -220,19 +216,15 @@ def follow_command(argv: list[str]) -> int:
     if unknown:
         _fail(prog, f"{len(unknown)} changed passage ids are not in the export's corpus, e.g. {unknown[0]!r}")
 
-    def rank(queries: list[str], instructions: list[str | None]) -> list[list[str]]:
-        return [ids for ids, _ in rag.ranked_with_scores(queries, instructions, len(rag.corpus))]
-
     result = {
         "model": str(args.model),
         "pairs": str(args.pairs) if args.pairs else f"synthetic(n={args.n}, seed={args.seed})",
-        **evaluate_instruction_following(rank, pairs),
+        **rag.instruction_following(pairs),
     }
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        tmp.replace(args.out)
+        from joint_rag.quickstart import write_json_atomic
+
+        write_json_atomic(args.out, result)
     summary = {k: v for k, v in result.items() if k != "per_query"}
     print(json.dumps(summary, indent=2))
     return 0

@@ -85,6 +85,24 @@ class CandidateMixin:
         scores, rows = self.index.search(q, k)
         return scores, [[self.index.passage_ids[r] for r in row] for row in rows.tolist()]
 
+    @torch.no_grad()
+    def instruction_following(self, pairs: list, batch_size: int = 64) -> dict:
+        """p-MRR (FollowIR) of the retriever on instruction pairs: the whole corpus is ranked by
+        the index for each query under its original and its changed instruction
+        (``joint_rag.instructions.evaluate_instruction_following``)."""
+        from joint_rag.instructions import evaluate_instruction_following
+
+        n = len(self.corpus)
+
+        def rank(queries: list[str], instructions: list[str | None]) -> list[list[str]]:
+            out: list[list[str]] = []
+            for i in range(0, len(queries), batch_size):
+                out += self.search(queries[i : i + batch_size], instructions[i : i + batch_size], n)[1]
+            return out
+
+        with eval_mode(self):
+            return evaluate_instruction_following(rank, pairs)
+
     def training_candidates(self, batch: RAGBatch) -> list[list[str]]:
         """C candidate ids per query for a training step."""
         C = self.num_candidates

@@ -29,7 +29,7 @@ from joint_rag.models.scoring import check_similarity
 from joint_rag.models.selection import TopKSelector
 from joint_rag.training.candidates import CandidateMixin
 from joint_rag.training.metrics import AnswerMetrics, RetrievalMetrics
-from joint_rag.training.modes import eval_mode, train_trainable_parts
+from joint_rag.training.modes import train_trainable_parts
 
 
 class JointRAGModule(CandidateMixin, pl.LightningModule):
@@ -327,24 +327,6 @@ class JointRAGModule(CandidateMixin, pl.LightningModule):
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         data = getattr(dm, "data", None)
         return list(getattr(data, "instruction_pairs", None) or [])
-
-    @torch.no_grad()
-    def instruction_following(self, pairs: list) -> dict:
-        """p-MRR (FollowIR) of the current retriever on instruction pairs: the whole corpus is
-        ranked by the index for each query under its original and its changed instruction
-        (``joint_rag.instructions.evaluate_instruction_following``)."""
-        from joint_rag.instructions import evaluate_instruction_following
-
-        n, step = len(self.corpus), max(1, self.encode_batch_size)
-
-        def rank(queries: list[str], instructions: list[str | None]) -> list[list[str]]:
-            out: list[list[str]] = []
-            for i in range(0, len(queries), step):
-                out += self.search(queries[i : i + step], instructions[i : i + step], n)[1]
-            return out
-
-        with eval_mode(self):
-            return evaluate_instruction_following(rank, pairs)
 
     @torch.no_grad()
     def _eval_step(self, batch: RAGBatch, retrieval: RetrievalMetrics, answers: AnswerMetrics) -> None:
