@@ -183,3 +183,44 @@ def test_retrieval_metrics_errors() -> None:
         metric.update(torch.tensor([1, 2]), [{1}, {2}])
     with pytest.raises(TypeError, match="string"):
         metric.update([["a"]], ["a"])
+
+
+# ----------------------------------------------------------------------------- pinned values
+def _random_cases(seed: int) -> tuple[list[list[str]], list]:
+    """40 queries: rankings of 0-14 ids (repeats possible), gold sets of 0-4 ids, 40% graded
+    (grade 0 = not relevant)."""
+    import random
+
+    rng = random.Random(seed)
+    ranked, gold = [], []
+    for _ in range(40):
+        ranked.append([f"p{rng.randrange(20)}" for _ in range(rng.randint(0, 14))])
+        g = rng.sample(range(20), rng.randint(0, 4))
+        if rng.random() < 0.4:
+            gold.append({f"p{i}": rng.choice([0, 1, 2, 3]) for i in g})
+        else:
+            gold.append([f"p{i}" for i in g])
+    return ranked, gold
+
+
+#: values of the hand-written implementation (commit 43c76c4) on ``_random_cases(seed)``
+PINNED = {
+    0: {"recall@1": 0.065476194024086, "recall@3": 0.125, "recall@5": 0.2291666716337204,
+        "recall@10": 0.3392857015132904, "mrr@10": 0.24771825969219208, "ndcg@5": 0.16729652881622314},
+    1: {"recall@1": 0.0517241396009922, "recall@3": 0.21264368295669556, "recall@5": 0.2385057508945465,
+        "recall@10": 0.2844827473163605, "mrr@10": 0.2995210587978363, "ndcg@5": 0.20289230346679688},
+    2: {"recall@1": 0.0364583320915699, "recall@3": 0.1328125, "recall@5": 0.1979166716337204,
+        "recall@10": 0.2552083432674408, "mrr@10": 0.2575520873069763, "ndcg@5": 0.1723211705684662},
+    3: {"recall@1": 0.008064515888690948, "recall@3": 0.11559139937162399, "recall@5": 0.12365591526031494,
+        "recall@10": 0.25, "mrr@10": 0.16221198439598083, "ndcg@5": 0.0983852967619896},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", sorted(PINNED))
+def test_retrieval_metrics_keep_the_pinned_values(seed: int) -> None:
+    ranked, gold = _random_cases(seed)
+    m = RetrievalMetrics(recall_ks=(1, 3, 5, 10), mrr_k=10, ndcg_k=5)
+    m.update(ranked[:20], gold[:20])
+    m.update(ranked[20:], gold[20:])
+    got = {k: float(v) for k, v in m.compute().items()}
+    assert got == pytest.approx(PINNED[seed], abs=1e-6)
