@@ -83,3 +83,33 @@ def test_generation_is_unchanged_by_last_position_logits(monkeypatch):
     sliced = gen.generate(QUERIES, memory=memory)
     monkeypatch.setattr(generator_mod, "_logits_kwarg", lambda model: None)
     assert gen.generate(QUERIES, memory=memory) == sliced
+
+
+#: greedy answers of the hand-written KV-cache loop (commit 43c76c4) on ``_spread_generator``
+PINNED_GREEDY = {
+    "memory/full": ["\\\ufffdw\tf", "t\ufffd@@@@", "\\\ufffdwt\ufffd"],
+    "memory/lora": ["eeeeee", ":eeeee", ""],
+    "text/full": ["\\\ufffd\ufffd@\ufffd", "@k@k@k", "\\\ufffd\ufffd@\ufffd"],
+    "text/lora": ["eeeeee", "::eeee", ""],
+}
+
+
+@pytest.mark.parametrize("case", sorted(PINNED_GREEDY))
+def test_greedy_answers_are_pinned(case: str) -> None:
+    """Left-padded batches of different prompt lengths, memory and text mode, full and LoRA
+    (the weights are spread so greedy decoding is not degenerate; one row stops at EOS)."""
+    mode, train_mode = case.split("/")
+    torch.manual_seed(0)
+    gen = Generator("tiny-llama", mode=mode, train_mode=train_mode, max_new_tokens=6).eval()
+    with torch.no_grad():
+        for name, p in gen.model.named_parameters():
+            if train_mode == "full" or "lora_B" in name:
+                p.normal_(0, 0.3)
+    queries = ["Who?", "Where was the founder of Veloria born?", "x"]
+    torch.manual_seed(1)
+    if mode == "memory":
+        memory = torch.randn(3, 2, 3, gen.hidden_size)
+        answers = gen.generate(queries, memory=memory, instructions=[None, "Be brief.", None])
+    else:
+        answers = gen.generate(queries, passages=[["alpha beta", "gamma"], ["delta" * 5, "eps"], ["z", "y"]])
+    assert answers == PINNED_GREEDY[case]
