@@ -24,14 +24,15 @@ $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 
 setup: $(STAMP)  ## create .venv and install everything (idempotent)
 
-test: setup  ## run the default test suite (no slow, no gpu)
+test: setup  ## the import contracts (lint-imports), then the default test suite (no slow, no gpu)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 test-full: setup  ## run every test including slow ones
 	$(BIN)/python -m pytest -q -m "not gpu"
 
-lint: setup  ## ruff check + format check
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+lint: setup  ## ruff check + format check + the import contracts (setup.cfg [importlinter])
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 
 run: setup  ## the main job: train the quickstart system, evaluate before/after, export
 	$(BIN)/jrag quickstart -c experiments/quickstart.yaml

@@ -1,68 +1,85 @@
-"""The ``jrag`` command.
+"""The ``jrag`` command: one explicit table of subcommands, and one-line errors.
 
-``jrag fit|validate|test -c experiments/X.yaml`` runs LightningCLI (omegaconf parser mode,
-so ``${...}`` interpolation works). Other subcommands (export, answer, quickstart, ...) are
-plain functions registered in ``EXTRA_COMMANDS``.
+Each entry names the function that runs it (imported only when chosen, so ``jrag --help`` is
+fast) and its help line. Nothing imports this module.
+
+Bad data, bad backbones, bad exports and bad config values (``joint_rag.errors.JointRAGError``
+and ``ValueError``) print ``jrag <command>: error: <message>`` and exit 2; ``--traceback`` (any
+position) or ``JRAG_TRACEBACK=1`` shows the full trace instead.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
-from collections.abc import Callable
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import joint_rag
 
-from pytorch_lightning.cli import LightningCLI  # noqa: E402
+#: name -> ("module:function", help line)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "fit": (
+        "joint_rag.commands.lightning:fit",
+        "train from experiment YAML(s): -c BASE [-c DELTA] [--key=value]",
+    ),
+    "validate": (
+        "joint_rag.commands.lightning:validate",
+        "evaluate a config or checkpoint on the validation split",
+    ),
+    "test": ("joint_rag.commands.lightning:test", "evaluate a config or checkpoint on the test split"),
+    "quickstart": ("joint_rag.commands.quickstart:main", "the main job: evaluate, train, evaluate, export"),
+    "ablate": ("joint_rag.commands.ablate:main", "run an ablation grid (objectives x seeds) and report it"),
+    "export": (
+        "joint_rag.commands.export:main",
+        "turn a checkpoint (or an untrained config) into an export folder",
+    ),
+    "answer": ("joint_rag.commands.answer:main", "answer questions with an exported model"),
+    "follow": ("joint_rag.commands.follow:main", "instruction following (p-MRR) of an exported retriever"),
+}
+TRACEBACK_FLAG, TRACEBACK_ENV = "--traceback", "JRAG_TRACEBACK"
 
-from joint_rag.data.datamodule import RAGDataModule  # noqa: E402
-from joint_rag.training.module import JointRAGModule  # noqa: E402
 
-EXTRA_COMMANDS: dict[str, Callable[[list[str]], int | None]] = {}
-
-
-def extra_command(name: str):
-    def register(fn):
-        EXTRA_COMMANDS[name] = fn
-        return fn
-
-    return register
-
-
-class JointRAGCLI(LightningCLI):
-    """LightningCLI with the project's defaults and links."""
-
-    def add_arguments_to_parser(self, parser) -> None:
-        parser.set_defaults({"trainer.logger": False, "trainer.enable_checkpointing": True})
-
-
-def make_cli(args: list[str] | None = None, run: bool = True) -> JointRAGCLI:
-    return JointRAGCLI(
-        JointRAGModule,
-        RAGDataModule,
-        parser_kwargs={"parser_mode": "omegaconf"},
-        save_config_kwargs={"overwrite": True},
-        args=args,
-        run=run,
-        auto_configure_optimizers=False,
-    )
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [
+        f"usage: jrag [--traceback] COMMAND [ARGS]   (joint-rag {joint_rag.__version__})",
+        "",
+        "Train a retriever and a generator together. Commands:",
+        *(f"  {name:<{width}}  {help_line}" for name, (_, help_line) in COMMANDS.items()),
+        "",
+        "`jrag COMMAND --help` shows a command's arguments. --traceback (or JRAG_TRACEBACK=1) shows full",
+        "tracebacks instead of one-line errors.",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    explicit = argv is not None
     argv = list(sys.argv[1:] if argv is None else argv)
-    # register extra commands (imported lazily: they pull in heavier modules)
-    from joint_rag import commands, quickstart, studies  # noqa: F401
-
-    if argv and argv[0] in EXTRA_COMMANDS:
-        return int(EXTRA_COMMANDS[argv[0]](argv[1:]) or 0)
-    make_cli(argv if explicit else None)
-    return 0
+    show_trace = TRACEBACK_FLAG in argv or os.environ.get(TRACEBACK_ENV, "") not in ("", "0")
+    argv = [a for a in argv if a != TRACEBACK_FLAG]
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"joint-rag {joint_rag.__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        sys.stderr.write(f"jrag: error: unknown command {name!r}; choose one of {', '.join(COMMANDS)}\n")
+        return 2
+    module, function = COMMANDS[name][0].split(":")
+    command = getattr(importlib.import_module(module), function)
+    try:
+        return int(command(rest) or 0)
+    except ValueError as err:  # JointRAGError (data, backbones, exports, grids) and config values
+        if show_trace:
+            raise
+        message = str(err).strip().splitlines()
+        sys.stderr.write(
+            f"jrag {name}: error: {' '.join(line.strip() for line in message) or type(err).__name__}\n"
+        )
+        return 2
 
 
 if __name__ == "__main__":
-    # under `python -m`, this file runs as __main__; dispatch through the importable module so
-    # commands registered on joint_rag.cli are found
-    from joint_rag.cli import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())

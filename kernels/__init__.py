@@ -8,17 +8,20 @@ Public API:
 - ``similarity_topk_torch`` / ``similarity_topk_triton``: the two backends, called directly.
 - ``rescore(queries, passages, indices, similarity)`` -> (B, k) differentiable fp32 scores.
 
-Similarities: ``dot``, ``cosine`` (queries (B, D), passages (N, D)); ``flat_cosine``, ``maxsim``
-(queries (B, M, D), passages (N, M', D)). Triton is imported only when its backend runs.
+Similarities (the project's one vocabulary, defined in ``reference``): ``dot`` and ``cosine`` of
+the mean vectors, ``flat_cosine``, ``maxsim``; queries (B, R, D) against passages (N, R', D), or
+single vectors (B, D) / (N, D) for dot and cosine. Triton is imported only when its backend runs.
 """
 
 from .dispatch import BACKENDS, rescore, resolve_backend, similarity_topk
 from .launcher import similarity_topk_triton
-from .reference import SIMILARITIES, similarity, similarity_topk_torch
+from .reference import SIMILARITIES, check_similarity, pool, similarity, similarity_topk_torch
 
 __all__ = [
     "BACKENDS",
     "SIMILARITIES",
+    "check_similarity",
+    "pool",
     "rescore",
     "resolve_backend",
     "similarity",

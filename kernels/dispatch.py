@@ -24,7 +24,7 @@ import os
 import torch
 from torch import Tensor
 
-from .reference import check_inputs, similarity_topk_torch
+from .reference import check_inputs, check_similarity, pool, similarity_topk_torch
 from .reference import similarity as dense_similarity
 
 BACKENDS = ("auto", "torch", "triton")
@@ -127,11 +127,14 @@ def similarity_topk(
     """Top-k passages per query by similarity, without materialising the (B, N) scores.
 
     Args:
-        queries: (B, D) for ``dot``/``cosine``; (B, M, D) for ``flat_cosine``/``maxsim``.
-        passages: (N, D) or (N, M', D) on the same device; fp32, fp16 or bf16 (fp32 accumulation).
+        queries: (B, R, D) retrieval vectors, or (B, D) for ``dot``/``cosine`` (see
+            ``reference``: dot and cosine score the mean vectors).
+        passages: (N, R', D), or (N, D) for ``dot``/``cosine``, on the same device; fp32, fp16
+            or bf16 (fp32 accumulation).
         k: passages per query (>= 1); k > N returns all N.
-        similarity: ``dot``, ``cosine``, ``flat_cosine`` (cosine of flattened M*D memory, CLaRa)
-            or ``maxsim`` (ColBERT: sum over query vectors of the max dot over passage vectors).
+        similarity: ``dot``, ``cosine`` (of the mean vectors), ``flat_cosine`` (cosine of the
+            flattened R*D vectors, CLaRa) or ``maxsim`` (ColBERT: sum over query vectors of the
+            max dot over passage vectors).
         backend: ``auto`` (Triton on CUDA, torch otherwise), ``torch`` or ``triton``; default
             from $JOINT_RAG_SIMILARITY_BACKEND, else ``auto``. On CUDA, searches whose dense fp32
             scores fit in ``dense_cap_bytes()`` (64 MiB) take ``dense_topk`` instead of the kernel.
@@ -142,6 +145,8 @@ def similarity_topk(
         Scores are differentiable w.r.t. queries and passages when either requires grad.
     """
     global last_path
+    check_similarity(similarity)
+    queries, passages = pool(queries, passages, similarity)
     check_inputs(queries, passages, k, similarity)
     chosen = resolve_backend(queries, k, backend)
     with torch.no_grad():
@@ -165,13 +170,14 @@ def rescore(queries: Tensor, passages: Tensor, indices: Tensor, similarity: str 
     """Differentiable fp32 scores of selected passages.
 
     Args:
-        queries: (B, D) or (B, M, D).
-        passages: (N, D) or (N, M', D).
+        queries: (B, R, D), or (B, D) for dot/cosine.
+        passages: (N, R', D), or (N, D) for dot/cosine.
         indices: (B, k) int64 rows of passages per query.
 
     Returns:
         (B, k) fp32 scores, ``similarity(queries, passages[indices])`` per query.
     """
+    queries, passages = pool(queries, passages, similarity)
     B, k = indices.shape
     picked = passages.index_select(0, indices.reshape(-1))  # (B*k, D) or (B*k, M', D)
     picked = picked.view(B, k, *passages.shape[1:])  # (B, k, D) or (B, k, M', D)

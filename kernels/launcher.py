@@ -44,7 +44,7 @@ from .configs import (  # noqa: F401  (re-exported: tests, compile_check, benchm
     keep_width,
     num_splits_for,
 )
-from .reference import check_inputs, similarity_topk_torch
+from .reference import check_inputs, check_similarity, pool, similarity_topk_torch
 
 _LOW_MASK = 0xFFFFFFFF
 _INT_MAX = 2147483647
@@ -203,8 +203,9 @@ def similarity_topk_triton(
     """Fused similarity + top-k with the Triton kernels (CUDA tensors, or the interpreter).
 
     Args:
-        queries: (B, D) for dot/cosine, (B, M, D) for flat_cosine/maxsim; fp32/fp16/bf16.
-        passages: (N, D) or (N, M', D), same device.
+        queries: (B, R, D), or (B, D) for dot/cosine (mean vectors, ``reference.pool``);
+            fp32/fp16/bf16.
+        passages: (N, R', D), or (N, D) for dot/cosine, same device.
         k: passages to keep per query (1..MAX_K); k > N returns all N.
         similarity: "dot", "cosine", "flat_cosine" or "maxsim".
         num_splits: passage splits (default: fill the GPU); config: override ``choose_config``.
@@ -216,6 +217,8 @@ def similarity_topk_triton(
     Returns:
         scores (B, min(k, N)) fp32 sorted descending, indices (B, min(k, N)) int64.
     """
+    check_similarity(similarity)
+    queries, passages = pool(queries, passages, similarity)
     check_inputs(queries, passages, k, similarity)
     if queries.dtype == torch.float64 or passages.dtype == torch.float64:
         raise ValueError("the Triton kernel takes float32, float16 or bfloat16 inputs, got float64")

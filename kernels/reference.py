@@ -1,12 +1,17 @@
-"""Torch reference for similarity + top-k; also the CPU path.
+"""The project's one similarity vocabulary, its torch reference, and the CPU top-k path.
 
-Similarities (names shared with the Triton kernels):
+Every score in joint-rag (training scores, the index's exact search, the Triton kernel) is one
+of these functions of the retrieval vectors, by the same name (the YAML ``model.similarity``):
 
-- ``dot``: ``q @ p`` for single vectors, queries (B, D), passages (N, D).
-- ``cosine``: normalise then dot, same shapes.
-- ``flat_cosine`` (CLaRa): cosine of the flattened M*D memory, queries (B, M, D), passages (N, M', D)
-  with M*D == M'*D.
-- ``maxsim`` (ColBERT): ``sum_i max_j <q_i, p_j>``, queries (B, M, D), passages (N, M', D).
+- ``dot``: dot product of the mean vectors, ``<mean_i q_i, mean_j p_j>``.
+- ``cosine``: cosine of the mean vectors.
+- ``flat_cosine`` (CLaRa): cosine of the flattened R*D vectors (R == R').
+- ``maxsim`` (ColBERT): ``sum_i max_j <q_i, p_j>``.
+
+Inputs come in the multi-vector layout, queries (B, R, D) against a corpus (N, R', D) or
+per-query candidates (B, C, R', D), or, for ``dot`` and ``cosine`` only, the single-vector
+layout (B, D) against (N, D) or (B, C, D) (a single vector is its own mean; ``pool`` maps the
+multi-vector layout onto it, a view when R = 1).
 
 ``similarity`` is the dense, differentiable scorer (it keeps the input dtype).
 ``similarity_topk_torch`` never holds more than a (B, chunk) block of scores: it walks the
@@ -48,10 +53,50 @@ SUB_BLOCK = 1024
 SMALL_B = 4
 
 
+RENAMED = {"mean_dot": "dot"}  # names of earlier releases
+
+
+def check_similarity(name: str) -> str:
+    """``name`` if it is one of SIMILARITIES, else a ValueError listing them."""
+    if name not in SIMILARITIES:
+        hint = f" ({name!r} is now {RENAMED[name]!r})" if name in RENAMED else ""
+        raise ValueError(f"similarity={name!r} is unknown{hint}; choose one of {', '.join(SIMILARITIES)}")
+    return name
+
+
+def _mean_vector(x: Tensor) -> Tensor:
+    """(..., R, D) -> (..., D) mean over R (a view when R = 1)."""
+    return x.squeeze(-2) if x.shape[-2] == 1 else x.mean(dim=-2)
+
+
+def pool(queries: Tensor, passages: Tensor, similarity: str) -> tuple[Tensor, Tensor]:
+    """Map ``dot``/``cosine`` on the multi-vector layout onto the single-vector one.
+
+    Args:
+        queries: (B, R, D) or, single-vector, (B, D).
+        passages: (N, R', D) / (B, C, R', D), or single-vector (N, D) / (B, C, D).
+
+    Returns:
+        (B, D) and (N, D) / (B, C, D) mean vectors for ``dot``/``cosine`` with 3-D queries;
+        the inputs unchanged otherwise.
+    """
+    if similarity in SINGLE_VECTOR and queries.dim() == 3:
+        if passages.dim() not in (3, 4):
+            raise ValueError(
+                f"similarity={similarity!r} with multi-vector queries {tuple(queries.shape)} takes passages "
+                f"(N, R', D) or (B, C, R', D), got {tuple(passages.shape)}"
+            )
+        return _mean_vector(queries), _mean_vector(passages)
+    return queries, passages
+
+
 def check_inputs(
     queries: Tensor, passages: Tensor, k: int | None, similarity: str, *, per_query: bool = False
 ) -> None:
     """Raise ValueError naming the argument that is wrong and what shape or value is expected.
+
+    Takes the single-vector layout for dot/cosine (after ``pool``) and the multi-vector one for
+    flat_cosine/maxsim.
 
     Args:
         queries: (B, D) for dot/cosine, (B, M, D) for flat_cosine/maxsim.
@@ -60,8 +105,7 @@ def check_inputs(
         similarity: one of SIMILARITIES.
         per_query: passages carry a leading batch dimension (each query has its own candidates).
     """
-    if similarity not in SIMILARITIES:
-        raise ValueError(f"similarity={similarity!r} is unknown; choose one of {', '.join(SIMILARITIES)}")
+    check_similarity(similarity)
     q_dims = 2 if similarity in SINGLE_VECTOR else 3
     p_dims = q_dims + int(per_query)
     kind = "single-vector (B, D)" if q_dims == 2 else "multi-vector (B, M, D)"
@@ -97,14 +141,16 @@ def similarity(queries: Tensor, passages: Tensor, similarity: str = "dot") -> Te
     """Dense, differentiable scores (keeps the input dtype).
 
     Args:
-        queries: (B, D) for dot/cosine, (B, M, D) for flat_cosine/maxsim.
-        passages: a shared corpus, (N, D) / (N, M', D), or per-query candidates,
-            (B, C, D) / (B, C, M', D) (one more dim than queries).
+        queries: (B, R, D), or (B, D) for dot/cosine.
+        passages: a shared corpus, (N, R', D) / (N, D), or per-query candidates,
+            (B, C, R', D) / (B, C, D) (one more dim than queries).
         similarity: one of SIMILARITIES.
 
     Returns:
         (B, N) scores for a shared corpus, (B, C) for per-query candidates.
     """
+    check_similarity(similarity)
+    queries, passages = pool(queries, passages, similarity)
     per_query = passages.dim() == queries.dim() + 1
     check_inputs(queries, passages, None, similarity, per_query=per_query)
     if similarity == "maxsim":
@@ -239,8 +285,8 @@ def similarity_topk_torch(
     top-k and merges it into the running top-k, so memory is O(B*k + B*chunk).
 
     Args:
-        queries: (B, D) or (B, M, D).
-        passages: (N, D) or (N, M', D).
+        queries: (B, R, D), or (B, D) for dot/cosine.
+        passages: (N, R', D), or (N, D) for dot/cosine.
         k: passages to keep per query; k > N returns all N.
         similarity: one of SIMILARITIES.
         chunk_size: passages per chunk (default: ``topk_chunk``).
@@ -248,6 +294,8 @@ def similarity_topk_torch(
     Returns:
         scores (B, min(k, N)) fp32 sorted descending, indices (B, min(k, N)) int64 into passages.
     """
+    check_similarity(similarity)
+    queries, passages = pool(queries, passages, similarity)
     check_inputs(queries, passages, k, similarity)
     B, N = queries.shape[0], passages.shape[0]
     k = min(k, N)

@@ -47,7 +47,7 @@ def tiny_module():
         )
         defaults.update(kwargs)
         module = JointRAGModule(**defaults)
-        module.attach_corpus(data.corpus)
+        module.system.attach_corpus(data.corpus)
         return module, data
 
     return make

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from joint_rag.cli import make_cli
+from joint_rag.config import make_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def fit_smoke(root: Path):
-    """Two training steps of experiments/smoke.yaml in-process; returns the CLI (model, ckpt)."""
+def fit_smoke(root: Path, *overrides: str):
+    """Two training steps of experiments/smoke.yaml in-process (plus LightningCLI ``overrides``);
+    returns the CLI (model, ...) and the last checkpoint."""
     cli = make_cli(
         [
             "fit",
@@ -21,8 +22,9 @@ def fit_smoke(root: Path):
             "--trainer.val_check_interval=2",
             "--trainer.limit_val_batches=1",
             "--data.source.init_args.num_entities=12",
+            *overrides,
         ]
     )
-    ckpts = sorted(root.rglob("*.ckpt"))
-    assert ckpts, "fit should write a checkpoint"
-    return cli, ckpts[-1]
+    last = sorted(root.rglob("last.ckpt"))
+    assert last, "fit should write a last.ckpt"
+    return cli, last[-1]

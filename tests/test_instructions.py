@@ -11,7 +11,7 @@ from smoke_fit import fit_smoke  # (tests/ is on sys.path under pytest)
 
 from joint_rag.cli import main
 from joint_rag.data.formats import DataError
-from joint_rag.data.synthetic import build_knowledge_base
+from joint_rag.data.knowledge_base import build_knowledge_base
 from joint_rag.export import export_checkpoint
 from joint_rag.instructions import (
     InstructionPair,

@@ -1,9 +1,10 @@
-"""Data: one Corpus/Example format, readers, the synthetic knowledge base, the DataModule."""
+"""Data: the types (Corpus, Example, ...), one reader per format, the fictional knowledge base
+and its source, instruction data, splits and collation. Nothing here imports Lightning (the
+DataModule is ``joint_rag.training.datamodule``)."""
 
-from joint_rag.data.corpus import Corpus, DataError, DataSource, Example, Passage, RAGData
-from joint_rag.data.datamodule import RAGDataModule
 from joint_rag.data.formats import BeirSource, HotpotQASource, SquadSource
 from joint_rag.data.synthetic import SyntheticSource
+from joint_rag.data.types import Corpus, DataError, DataSource, Example, InstructionPair, Passage, RAGData
 
 __all__ = [
     "BeirSource",
@@ -12,9 +13,9 @@ __all__ = [
     "DataSource",
     "Example",
     "HotpotQASource",
+    "InstructionPair",
     "Passage",
     "RAGData",
-    "RAGDataModule",
     "SquadSource",
     "SyntheticSource",
 ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from joint_rag.data.corpus import Example
+from joint_rag.data.types import Example
 
 
 @dataclass

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from joint_rag.data.corpus import Corpus, DataError, DataSource, Example, Passage, RAGData, check_examples
 from joint_rag.data.splits import limit, split_by_group
+from joint_rag.data.types import Corpus, DataError, DataSource, Example, Passage, RAGData, check_examples
 
 # ----------------------------------------------------------------------------- file helpers
 

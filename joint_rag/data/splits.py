@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from joint_rag.data.corpus import Corpus, Example
+from joint_rag.data.types import Corpus, Example
 
 
 class _UnionFind:

@@ -1,4 +1,4 @@
-"""Instruction-following data over the fictional knowledge base (``joint_rag.data.synthetic``).
+"""Instruction-following data over the fictional knowledge base (``joint_rag.data.knowledge_base``).
 
 Towns group people: "Who was born in {town}?" has several relevant passages, and an instruction
 naming a pet narrows them. ``town_instruction_pairs`` gives FollowIR-style evaluation pairs (for
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import random
 
-from joint_rag.data.corpus import Example, InstructionPair, RAGData
-from joint_rag.data.synthetic import KnowledgeBase, Person, _article
+from joint_rag.data.knowledge_base import KnowledgeBase, Person, article
+from joint_rag.data.types import Example, InstructionPair, RAGData
 
 
 def _people_by_town(kb: KnowledgeBase, towns: list[str]) -> dict[str, list[Person]]:
@@ -35,7 +35,7 @@ def _town_query(town: str) -> str:
 
 
 def _pet_instruction(town: str, pet: str) -> str:
-    return f"Only a person born in {town} who keeps {_article(pet)} as a pet is relevant."
+    return f"Only a person born in {town} who keeps {article(pet)} as a pet is relevant."
 
 
 def town_instruction_pairs(kb: KnowledgeBase, towns: list[str], rng: random.Random) -> list[InstructionPair]:

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,13 +36,12 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from joint_rag.atomic import atomic_dir
+from joint_rag.errors import BackboneError
+
 ENCODER_PRESETS = ("tiny-bert", "minilm")
 DECODER_PRESETS = ("tiny-llama", "smollm2-135m")
 PRESETS = ENCODER_PRESETS + DECODER_PRESETS
-
-
-class BackboneError(ValueError):
-    """Unknown preset, missing package or unloadable model."""
 
 
 @dataclass
@@ -154,17 +151,9 @@ def smollm2_path(log=print) -> Path:
         delattr(cfg, "quantization_config")
     fresh = AutoModelForCausalLM.from_config(cfg)
     fresh.load_state_dict(model.state_dict())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
-    try:
+    with atomic_dir(target) as tmp:
         fresh.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f"[joint-rag] converted smollm2-135m in {time.perf_counter() - t0:.1f} s; later loads read the cache")
     return target
 

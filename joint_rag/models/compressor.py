@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from joint_rag.errors import ExportFormatError
 from joint_rag.models.backbones import (
     DECODER_LORA_TARGETS,
     ENCODER_LORA_TARGETS,
@@ -36,6 +39,19 @@ from joint_rag.models.backbones import (
     add_lora,
     load_backbone,
 )
+from joint_rag.models.saving import (
+    REEXPORT,
+    init_args,
+    load_state,
+    quiet_transformers,
+    read_config,
+    read_tensors,
+    save_backbone,
+    save_config,
+    state_with_prefix,
+)
+
+CONFIG_NAME = "compressor"  # compressor.json (constructor arguments), compressor.safetensors
 
 
 @dataclass
@@ -81,6 +97,7 @@ class Compressor(nn.Module):
         extract_temperature: float = 1.0,
     ) -> None:
         super().__init__()
+        self.init_args = init_args(Compressor, locals())
         if memory not in ("tokens", "extractive"):
             raise ValueError(f"compressor.memory must be 'tokens' or 'extractive', got {memory!r}")
         if memory == "extractive" and not 1 <= extract_tokens <= extract_max_tokens:
@@ -198,6 +215,63 @@ class Compressor(nn.Module):
         weights = weights.gather(1, order.unsqueeze(-1).expand(-1, -1, Lg))  # (n, M', Lg)
         table = gen_emb(gen_ids).detach()  # (n, Lg, H): the generator's own token embeddings
         return torch.einsum("nml,nlh->nmh", weights.to(table.dtype), table)  # (n, M', H)
+
+    # ------------------------------------------------------------------ save / load
+    def save_pretrained(self, folder: str | Path, projector: bool = True) -> Path:
+        """Write the backbone (HF format, LoRA merged) and tokenizer, ``compressor.json`` (the
+        constructor arguments) and ``compressor.safetensors`` (memory tokens, projector, scorer).
+
+        Args:
+            folder: created if missing.
+            projector: save the projector (False for a query encoder that uses the passages'
+                projector, or none).
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_backbone(self.backbone, self.tokenizer, folder)
+        tensors = {"memory_tokens": self.memory_tokens}
+        parts = {"projector": self.projector if projector else None, "scorer": self.scorer}
+        for prefix, part in parts.items():
+            for name, t in part.state_dict().items() if part is not None else ():
+                tensors[f"{prefix}.{name}"] = t
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+            folder / f"{CONFIG_NAME}.safetensors",
+        )
+        config = {**self.init_args, "backbone": ".", "lora_rank": 0}  # adapters are merged
+        config["output_dim"] = self.output_dim if projector and self.projector is not None else None
+        save_config(folder, CONFIG_NAME, config)
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> Compressor:
+        """A Compressor saved by :meth:`save_pretrained` (ExportFormatError naming the file)."""
+        folder = Path(folder)
+        config = read_config(folder, CONFIG_NAME, cls)
+        try:
+            with quiet_transformers():
+                comp = cls(**{**config, "backbone": str(folder)})
+        except Exception as err:  # noqa: BLE001 - HF raises many types for a damaged folder
+            raise ExportFormatError(f"{folder}: cannot build the compressor ({err}); {REEXPORT}") from err
+        path = folder / f"{CONFIG_NAME}.safetensors"
+        tensors = read_tensors(path)
+        memory_tokens = tensors.get("memory_tokens")
+        if memory_tokens is None or memory_tokens.shape != comp.memory_tokens.shape:
+            got = None if memory_tokens is None else tuple(memory_tokens.shape)
+            raise ExportFormatError(
+                f"{path}: memory_tokens {got} != (num_memory_tokens, hidden) = "
+                f"{tuple(comp.memory_tokens.shape)}; {REEXPORT}"
+            )
+        comp.memory_tokens.data = memory_tokens.to(comp.memory_tokens.dtype)  # (M, H_b)
+        for prefix in ("projector", "scorer"):
+            part, state = getattr(comp, prefix), state_with_prefix(tensors, prefix)
+            if (part is None) != (not state):
+                raise ExportFormatError(
+                    f"{path}: {prefix} weights do not match {CONFIG_NAME}.json; {REEXPORT}"
+                )
+            if part is not None:
+                load_state(part, state, path, prefix)
+        return comp
 
     def copy_for_queries(self) -> Compressor:
         """A query encoder initialised from this compressor (same architecture, own weights;

@@ -10,27 +10,34 @@ Prompt (chat template when the tokenizer has one, plain text otherwise)::
 
 The input embeddings at the K*M slot positions are replaced by the selected memory
 (B, K, M, H); in text mode the slots hold the passage text instead. The loss is the NLL of
-the answer tokens only.
+the answer tokens only. Answers are decoded greedily with Hugging Face's ``generate`` from
+the spliced prompt embeddings.
 """
 
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from transformers import GenerationConfig
 
+from joint_rag.errors import ExportFormatError
 from joint_rag.models.backbones import DECODER_LORA_TARGETS, add_lora, load_backbone
+from joint_rag.models.saving import (
+    REEXPORT,
+    init_args,
+    quiet_transformers,
+    read_config,
+    save_backbone,
+    save_config,
+)
+
+CONFIG_NAME = "generator"  # generator.json: the constructor arguments
 
 MARKER = "\u0000MEM\u0000"
-
-
-def _cache_kwarg(model: nn.Module) -> str:
-    """transformers >= 5.x names the KV cache ``cache``; older releases ``past_key_values``."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft wraps the LM
-    params = inspect.signature(base.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
 
 
 def _logits_kwarg(model: nn.Module) -> str | None:
@@ -43,10 +50,6 @@ def _logits_kwarg(model: nn.Module) -> str | None:
         if name in params:
             return name
     return None
-
-
-def _cache_of(out) -> object:
-    return getattr(out, "cache", None) if getattr(out, "cache", None) is not None else out.past_key_values
 
 
 @dataclass
@@ -84,11 +87,17 @@ class Generator(nn.Module):
         use_chat_template: bool = True,
     ) -> None:
         super().__init__()
+        self.init_args = init_args(Generator, locals())
         if mode not in ("memory", "text"):
             raise ValueError(f"generator.mode must be 'memory' or 'text', got {mode!r}")
         if train_mode not in ("full", "lora", "frozen"):
             raise ValueError(f"generator.train_mode must be 'full', 'lora' or 'frozen', got {train_mode!r}")
         bb = load_backbone(backbone, "causal_lm")
+        # generate() passes a complete greedy GenerationConfig, but transformers (5.x) still fills
+        # every field it leaves unset from the model's own generation_config.json: a checkpoint's
+        # repetition penalty or min_new_tokens would change the answers, its sampling defaults would
+        # log warnings. The generator only decodes greedily, so it drops the checkpoint's defaults.
+        bb.model.generation_config = GenerationConfig()
         self.backbone_spec = backbone
         self.model = bb.model
         self.tokenizer = bb.tokenizer
@@ -106,6 +115,29 @@ class Generator(nn.Module):
                 p.requires_grad_(False)
         elif train_mode == "lora":
             self.model = add_lora(self.model, lora_rank, DECODER_LORA_TARGETS)
+
+    # ------------------------------------------------------------------ save / load
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write the causal LM (HF format, LoRA merged) and tokenizer, and ``generator.json`` (the
+        constructor arguments; the merged model loads frozen, without adapters)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_backbone(self.model, self.tokenizer, folder)
+        save_config(
+            folder, CONFIG_NAME, {**self.init_args, "backbone": ".", "train_mode": "frozen", "lora_rank": 0}
+        )
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> Generator:
+        """A Generator saved by :meth:`save_pretrained` (ExportFormatError naming the folder)."""
+        folder = Path(folder)
+        config = read_config(folder, CONFIG_NAME, cls)
+        try:
+            with quiet_transformers():
+                return cls(**{**config, "backbone": str(folder)})
+        except Exception as err:  # noqa: BLE001 - HF raises many types for a damaged folder
+            raise ExportFormatError(f"{folder}: cannot load the generator ({err}); {REEXPORT}") from err
 
     @property
     def hidden_size(self) -> int:
@@ -247,16 +279,14 @@ class Generator(nn.Module):
         return GeneratorOutput(nll=nll, token_logprobs=logp, token_mask=mask)
 
     # ------------------------------------------------------------------ inference
-    @torch.no_grad()
-    def generate(
+    def _prompt_inputs(
         self,
         queries: list[str],
-        memory: Tensor | None = None,
-        passages: list[list[str]] | None = None,
-        instructions: list[str | None] | None = None,
-        max_new_tokens: int | None = None,
-    ) -> list[str]:
-        """Greedy answers for B queries (memory (B, K, M, H) or K passage texts each)."""
+        memory: Tensor | None,
+        passages: list[list[str]] | None,
+        instructions: list[str | None] | None,
+    ) -> tuple[Tensor, Tensor]:
+        """Left-padded prompt embeddings (B, S, H), memory spliced in, and their attention mask (B, S)."""
         B = len(queries)
         K, M = self._check(B, memory, passages)
         instructions = instructions or [None] * B
@@ -276,45 +306,43 @@ class Generator(nn.Module):
             ids[b, S - len(p) :] = torch.tensor(p, device=device)
             attn[b, S - len(p) :] = 1
             positions[b] = [S - len(p) + q for q in positions[b]]
-        embeds = self._embed(ids, positions, memory if self.mode == "memory" else None)
-        return self._greedy(embeds, attn, max_new_tokens or self.max_new_tokens)
+        return self._embed(ids, positions, memory if self.mode == "memory" else None), attn
 
-    def _greedy(self, embeds: Tensor, attn: Tensor, max_new_tokens: int) -> list[str]:
-        """Greedy decoding with a KV cache; stops at EOS."""
-        B = embeds.shape[0]
-        position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
-        last_only = (
-            {name: 1} if (name := _logits_kwarg(self.model)) else {}
-        )  # prefill: last position's logits
-        out = self.model(
-            inputs_embeds=embeds, attention_mask=attn, position_ids=position_ids, use_cache=True, **last_only
+    def _greedy_config(self, max_new_tokens: int) -> GenerationConfig:
+        """Greedy decoding of at most ``max_new_tokens`` tokens that stops at EOS; no penalties or
+        other logits processors."""
+        return GenerationConfig(
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=self.eos_id,
+            pad_token_id=self.tokenizer.pad_token_id or 0,
         )
-        past = _cache_of(out)
-        next_tok = out.logits[:, -1].argmax(-1)  # (B,)
-        done = torch.zeros(B, dtype=torch.bool, device=embeds.device)
-        tokens: list[Tensor] = []
-        cache_kwarg = _cache_kwarg(self.model)
-        for _ in range(max_new_tokens):
-            tokens.append(next_tok)
-            done = done | (next_tok == self.eos_id)
-            if bool(done.all()):
-                break
-            attn = torch.cat([attn, attn.new_ones(B, 1)], dim=1)
-            pos = position_ids[:, -1:] + 1
-            position_ids = torch.cat([position_ids, pos], dim=1)
-            step_embeds = self.model.get_input_embeddings()(next_tok.unsqueeze(1))  # (B, 1, H)
-            out = self.model(
-                inputs_embeds=step_embeds,
-                attention_mask=attn,
-                position_ids=pos,
-                use_cache=True,
-                **{cache_kwarg: past},
-            )
-            past = _cache_of(out)
-            next_tok = out.logits[:, -1].argmax(-1)
-        gen = torch.stack(tokens, dim=1).tolist() if tokens else [[] for _ in range(B)]
+
+    @torch.no_grad()
+    def generate(
+        self,
+        queries: list[str],
+        memory: Tensor | None = None,
+        passages: list[list[str]] | None = None,
+        instructions: list[str | None] | None = None,
+        max_new_tokens: int | None = None,
+    ) -> list[str]:
+        """Greedy answers for B queries (memory (B, K, M, H) or K passage texts each).
+
+        Decodes with Hugging Face's ``generate`` from the left-padded prompt embeddings (KV cache,
+        position ids from the attention mask) under an explicit greedy ``GenerationConfig``
+        (``_greedy_config``; the checkpoint's own generation defaults are dropped at load). Each
+        answer is its row's tokens up to the first EOS, decoded without special tokens and stripped.
+        """
+        embeds, attn = self._prompt_inputs(queries, memory, passages, instructions)
+        gen = self.model.generate(
+            inputs_embeds=embeds,
+            attention_mask=attn,
+            generation_config=self._greedy_config(max_new_tokens or self.max_new_tokens),
+        )  # (B, <= max_new_tokens): only the new tokens, since no input_ids are given
         answers = []
-        for row in gen:
+        for row in gen.tolist():
             if self.eos_id in row:
                 row = row[: row.index(self.eos_id)]
             answers.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from joint_rag.models.saving import init_args
+
 
 def sample_gumbel(shape: torch.Size, like: Tensor, eps: float = 1e-10) -> Tensor:
     u = torch.rand(shape, device=like.device, dtype=like.dtype)
@@ -91,6 +93,7 @@ class TopKSelector(nn.Module):
         anneal_steps: int = 1000,
     ) -> None:
         super().__init__()
+        self.init_args = init_args(TopKSelector, locals())
         if k < 1:
             raise ValueError(f"selection.k must be >= 1, got {k}")
         if temperature <= 0 or (temperature_end is not None and temperature_end <= 0):

@@ -1,16 +1,8 @@
-"""Training: the LightningModule, callbacks and metrics (imported lazily, so downstream use
-through joint_rag.pipeline does not import Lightning)."""
+"""Training (the Lightning layer): the LightningModule around a ``RAGSystem``, the DataModule,
+callbacks, metrics and train/eval modes. Nothing on the inference path imports this package."""
 
-__all__ = ["IndexRefresh", "JointRAGModule", "LogProgress"]
+from joint_rag.training.callbacks import IndexRefresh, LogProgress
+from joint_rag.training.datamodule import RAGDataModule
+from joint_rag.training.module import JointRAGModule
 
-
-def __getattr__(name: str):
-    if name in ("IndexRefresh", "LogProgress"):
-        from joint_rag.training import callbacks
-
-        return getattr(callbacks, name)
-    if name == "JointRAGModule":
-        from joint_rag.training.module import JointRAGModule
-
-        return JointRAGModule
-    raise AttributeError(name)
+__all__ = ["IndexRefresh", "JointRAGModule", "LogProgress", "RAGDataModule"]

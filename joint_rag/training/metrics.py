@@ -1,25 +1,36 @@
-"""Answer metrics (SQuAD EM / token F1) and retrieval metrics (recall@k, MRR@k, nDCG@k).
+"""Answer metrics (SQuAD EM / token F1) and retrieval metrics (recall@k, MRR@k, nDCG@k, all-gold@k).
 
-Pure per-example functions do the math; two ``torchmetrics.Metric`` classes accumulate sums and
-counts (``dist_reduce_fx="sum"``) so they merge across update calls and DDP ranks. All values
-are fractions in [0, 1], not percentages.
+Two ``torchmetrics.Metric`` classes accumulate sums and counts (``dist_reduce_fx="sum"``) so they
+merge across update calls and DDP ranks. All values are fractions in [0, 1], not percentages.
 
 Answer normalisation follows the official SQuAD v1.1 evaluation script: lower-case, drop
 punctuation, drop the articles a/an/the, collapse whitespace. Token F1 treats an empty
 normalised answer as in SQuAD v2: F1 = 1 if both prediction and gold are empty, else 0.
 
-Retrieval definitions, per query, with ``gold`` the relevant passages (grade > 0):
+Retrieval math is torchmetrics' functional retrieval API (``retrieval_recall``,
+``retrieval_reciprocal_rank``, ``retrieval_normalized_dcg``, each with ``top_k``), applied per
+query. Definitions, per query, with ``gold`` the relevant passages (grade > 0):
 - recall@k = |gold in top k| / |gold|  (the usual hit@k, 0 or 1, when there is one gold passage);
 - MRR@k = 1 / rank of the first gold passage in the top k, 0 if none;
 - nDCG@k = DCG@k / IDCG@k with DCG@k = sum_{i=1..k} grade_i / log2(i + 1) (linear gain, as
-  trec_eval and BEIR) and IDCG@k the DCG of the gold grades sorted in descending order.
-Queries without any gold passage are skipped (not counted), as in BEIR. A passage id repeated
-in a ranking counts once, at its best rank.
+  trec_eval and BEIR) and IDCG@k the DCG of the gold grades sorted in descending order;
+- all_gold@k = 1 if every gold passage is in the top k, else 0 (recall@k == 1).
+
+What ``RetrievalMetrics`` adds around torchmetrics, which scores one list of (score, relevance)
+items per query: it turns a ranking of passage ids into such a list (descending scores, the
+gold grade or 0 as relevance) with these rules:
+- a passage id repeated in a ranking counts once, at its best rank; the repeat still occupies
+  its position (it becomes a non-relevant placeholder item, it is not dropped);
+- gold passages missing from the ranking count in the recall denominator and in the ideal DCG,
+  but never inside the top k: the ranking is padded with non-relevant placeholders up to the
+  largest cut-off before the missing gold items are appended with lower scores;
+- queries without any gold passage are skipped (not counted), as in BEIR;
+- per-query values are summed into states with ``dist_reduce_fx="sum"`` (plus a query count),
+  so means are exact across update calls and DDP ranks.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import string
 from collections import Counter
@@ -28,6 +39,11 @@ from collections.abc import Collection, Hashable, Mapping, Sequence
 import torch
 import torchmetrics
 from torch import Tensor
+from torchmetrics.functional.retrieval import (
+    retrieval_normalized_dcg,
+    retrieval_recall,
+    retrieval_reciprocal_rank,
+)
 
 _PUNCTUATION = set(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -123,62 +139,43 @@ def _grades(gold: Gold) -> dict[Hashable, float]:
     return {pid: float(grade) for pid, grade in items if grade > 0}
 
 
-def _first_hits(ranked: Sequence[Hashable], k: int) -> list[Hashable | None]:
-    """Top-k ranking with repeated ids blanked (each id counts once, at its best rank)."""
-    seen: set[Hashable] = set()
-    out: list[Hashable | None] = []
-    for pid in ranked[:k]:
-        out.append(None if pid in seen else pid)
-        seen.add(pid)
-    return out
+def _cutoffs(name: str, value: Sequence[int], *, non_empty: bool) -> tuple[int, ...]:
+    """Validated cut-offs: a sequence of ints >= 1 (non-empty if asked)."""
+    if isinstance(value, (int, str)) or not isinstance(value, Sequence):
+        raise ValueError(
+            f"RetrievalMetrics: {name} must be a sequence of cut-offs (ints >= 1), got {value!r}"
+        )
+    if non_empty and not value:
+        raise ValueError(f"RetrievalMetrics: {name} must be non-empty")
+    bad = [k for k in value if not isinstance(k, int) or k < 1]
+    if bad:
+        raise ValueError(f"RetrievalMetrics: cut-offs must be ints >= 1, got {name}={tuple(value)!r}")
+    return tuple(value)
 
 
-def recall_at_k(ranked: Sequence[Hashable], gold: Gold, k: int) -> float:
-    """Fraction of gold passages in the top k (hit@k for one gold passage); nan without gold."""
-    grades = _grades(gold)
-    if not grades:
-        return math.nan
-    return len(set(ranked[:k]) & grades.keys()) / len(grades)
-
-
-def mrr_at_k(ranked: Sequence[Hashable], gold: Gold, k: int) -> float:
-    """1 / rank (1-based) of the first gold passage in the top k, 0 if none; nan without gold."""
-    grades = _grades(gold)
-    if not grades:
-        return math.nan
-    return next((1.0 / rank for rank, pid in enumerate(ranked[:k], start=1) if pid in grades), 0.0)
-
-
-def ndcg_at_k(ranked: Sequence[Hashable], gold: Gold, k: int) -> float:
-    """nDCG@k with linear gain and log2(rank + 1) discount; nan without gold.
-
-    DCG@k = sum_{rank=1..k} grade(ranked[rank-1]) / log2(rank + 1); IDCG@k is the DCG of the
-    gold grades sorted descending, truncated to k.
-    """
-    grades = _grades(gold)
-    if not grades:
-        return math.nan
-    dcg = sum(
-        grades.get(pid, 0.0) / math.log2(rank + 1) for rank, pid in enumerate(_first_hits(ranked, k), 1)
-    )
-    ideal = sorted(grades.values(), reverse=True)[:k]
-    idcg = sum(grade / math.log2(rank + 1) for rank, grade in enumerate(ideal, start=1))
-    return dcg / idcg
+def _cutoff(name: str, value: int) -> int:
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"RetrievalMetrics: cut-offs must be ints >= 1, got {name}={value!r}")
+    return value
 
 
 class RetrievalMetrics(torchmetrics.Metric):
-    """Mean recall@k (several k), MRR@k and nDCG@k over queries.
+    """Mean recall@k (several k), MRR@k, nDCG@k and all-gold@k (several k) over queries.
 
     ``update(ranked, gold)``: ``ranked`` is B rankings, best first, as lists of passage ids or a
     (B, k) tensor of index rows; ``gold`` is B relevant sets of the same kind of ids, each a
     collection (binary relevance) or a dict id -> grade (graded; grade <= 0 is not relevant).
-    ``compute()`` returns e.g. ``{"recall@1", "recall@5", "mrr@10", "ndcg@10"}`` in [0, 1].
-    Queries without gold passages are skipped; see the module docstring for the definitions.
+    ``compute()`` returns e.g. ``{"recall@1", "recall@5", "mrr@10", "ndcg@10"}`` in [0, 1], then
+    ``"all_gold@k"`` for each k in ``all_gold_ks``. The per-query math is torchmetrics'
+    functional retrieval API; all_gold@k is computed from it as torchmetrics' recall@k == 1.
+    Queries without gold passages are skipped; see the module docstring for the definitions and
+    for how repeats and gold missing from a ranking are handled.
 
     Args:
-        recall_ks: cut-offs for recall.
+        recall_ks: cut-offs for recall (non-empty).
         mrr_k: cut-off for MRR.
         ndcg_k: cut-off for nDCG.
+        all_gold_ks: cut-offs for all-gold@k (1 if every gold passage is in the top k); may be empty.
     """
 
     is_differentiable = False
@@ -186,19 +183,48 @@ class RetrievalMetrics(torchmetrics.Metric):
     full_state_update = False
 
     def __init__(
-        self, recall_ks: Sequence[int] = (1, 5), mrr_k: int = 10, ndcg_k: int = 10, **kwargs
+        self,
+        recall_ks: Sequence[int] = (1, 5),
+        mrr_k: int = 10,
+        ndcg_k: int = 10,
+        all_gold_ks: Sequence[int] = (),
+        **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        bad = [k for k in (*recall_ks, mrr_k, ndcg_k) if not isinstance(k, int) or k < 1]
-        if bad or not recall_ks:
-            raise ValueError(
-                f"RetrievalMetrics: cut-offs must be ints >= 1 (and recall_ks non-empty), got {bad}"
-            )
-        self.recall_ks = tuple(recall_ks)
-        self.mrr_k, self.ndcg_k = mrr_k, ndcg_k
+        self.recall_ks = _cutoffs("recall_ks", recall_ks, non_empty=True)
+        self.mrr_k, self.ndcg_k = _cutoff("mrr_k", mrr_k), _cutoff("ndcg_k", ndcg_k)
+        self.all_gold_ks = _cutoffs("all_gold_ks", all_gold_ks, non_empty=False)
+        self.max_k = max(*self.recall_ks, self.mrr_k, self.ndcg_k, *self.all_gold_ks)
         self.names = [f"recall@{k}" for k in self.recall_ks] + [f"mrr@{mrr_k}", f"ndcg@{ndcg_k}"]
+        self.names += [f"all_gold@{k}" for k in self.all_gold_ks]
         self.add_state("sums", torch.zeros(len(self.names), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def _query_values(self, ranking: Sequence[Hashable], gold: Gold) -> list[float] | None:
+        """The values of one query in the order of ``self.names``; None without gold passage."""
+        grades = _grades(gold)
+        if not grades:
+            return None
+        # relevance per position of the top max_k; a repeat is a non-relevant placeholder there
+        seen: set[Hashable] = set()
+        relevance: list[float] = []
+        for pid in ranking[: self.max_k]:
+            relevance.append(grades[pid] if pid in grades and pid not in seen else 0.0)
+            seen.add(pid)
+        relevance += [0.0] * (self.max_k - len(relevance))  # placeholders up to the largest cut-off
+        relevance += [grade for pid, grade in grades.items() if pid not in seen]  # missing gold, last
+        target = torch.tensor(relevance, dtype=torch.float64)
+        relevant = target > 0
+        # distinct positive scores, best first (torchmetrics ignores items with score <= 0)
+        preds = torch.arange(len(relevance), 0, -1, dtype=torch.float32)
+        recall = {
+            k: retrieval_recall(preds, relevant, top_k=k).item() for k in {*self.recall_ks, *self.all_gold_ks}
+        }
+        values = [recall[k] for k in self.recall_ks]
+        values.append(retrieval_reciprocal_rank(preds, relevant, top_k=self.mrr_k).item())
+        values.append(retrieval_normalized_dcg(preds, target, top_k=self.ndcg_k).item())
+        values += [float(recall[k] == 1.0) for k in self.all_gold_ks]
+        return values
 
     def update(self, ranked: Sequence[Sequence[Hashable]] | Tensor, gold: Sequence[Gold]) -> None:
         """Adds a batch.
@@ -216,13 +242,12 @@ class RetrievalMetrics(torchmetrics.Metric):
         batch_sums = [0.0] * len(self.names)
         used = 0
         for ranking, relevant in zip(ranked, gold):
-            ranking = list(ranking)
-            values = [recall_at_k(ranking, relevant, k) for k in self.recall_ks]
-            values += [mrr_at_k(ranking, relevant, self.mrr_k), ndcg_at_k(ranking, relevant, self.ndcg_k)]
-            if math.isnan(values[0]):  # no gold passage: skipped
+            values = self._query_values(list(ranking), relevant)
+            if values is None:  # no gold passage: skipped
                 continue
             batch_sums = [s + v for s, v in zip(batch_sums, values)]
             used += 1
+        # out-of-place: states may be inference tensors after a validate() run
         self.sums = self.sums + torch.tensor(batch_sums, dtype=torch.float64, device=self.sums.device)
         self.count = self.count + used
 

@@ -4,12 +4,11 @@ Hugging Face models load in eval mode and Lightning keeps each module's mode as 
 without care a frozen retriever can end up in train mode (dropout noise in its scores) or a
 trained one in eval mode. The rule here: a module trains when some parameter below it is
 trainable; a module without parameters (dropout, activations, the selector) follows its parent.
+Index builds and searches run in eval mode through ``joint_rag.system.eval_mode``, which gives
+every submodule its own mode back.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from torch import nn
 
@@ -22,19 +21,3 @@ def train_trainable_parts(module: nn.Module, parent_mode: bool = True) -> nn.Mod
     for child in module.children():
         train_trainable_parts(child, mode)
     return module
-
-
-@contextmanager
-def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
-    """Run ``module`` in eval mode, then give every submodule back its own previous mode.
-
-    ``module.train(was_training)`` would instead put *all* submodules in one mode, e.g. a frozen
-    backbone inside a trainable wrapper into train mode.
-    """
-    saved = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield module
-    finally:
-        for m, mode in saved:
-            m.training = mode

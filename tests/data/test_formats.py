@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from joint_rag.data.corpus import DataError
+from joint_rag.data.types import DataError
 from joint_rag.data.formats import BeirSource, HotpotQASource, SquadSource
 from joint_rag.data.splits import group_overlap
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from joint_rag.data.corpus import Corpus, DataError, Example, Passage
+from joint_rag.data.types import Corpus, DataError, Example, Passage
 from joint_rag.data.splits import example_components, group_overlap, limit, split_by_group
 
 

@@ -313,7 +313,8 @@ def test_backend_resolution(monkeypatch):
     "q_shape, p_shape, sim, match",
     [
         ((2, 8), (5, 8), "l2", "unknown"),
-        ((2, 3, 8), (5, 8), "dot", "single-vector"),
+        ((2, 3, 8), (5, 8), "dot", "multi-vector queries"),
+        ((2, 8), (5, 8), "mean_dot", "is now 'dot'"),
         ((2, 8), (5, 7), "dot", "dim D"),
         ((2, 3, 8), (5, 4, 8), "flat_cosine", "same number"),
     ],
@@ -426,3 +427,24 @@ def test_triton_larger_interpreter_shapes(sim):
     for k in (1, 37, 128):
         scores, indices = similarity_topk_triton(q, p, k, sim)
         check_topk(q, p, k, sim, scores, indices, tol=1e-5, exact_recall=True)
+
+
+@pytest.mark.parametrize("sim", ["dot", "cosine"])
+def test_dot_and_cosine_score_the_mean_vectors_in_every_entry_point(sim):
+    """One vocabulary: dot/cosine of (B, R, D) queries and (N, R', D) passages are those of the
+    mean vectors, in the dense scorer, both top-k paths, the dispatch and the rescoring."""
+    torch.manual_seed(0)
+    q, p = torch.randn(3, 4, 16), torch.randn(40, 2, 16)
+    want = similarity(q.mean(1), p.mean(1), sim)  # (B, N)
+    assert torch.allclose(similarity(q, p, sim), want, atol=1e-5)
+    per_query = p[torch.arange(6)].view(3, 2, 2, 16)  # (B, C, R', D)
+    assert torch.allclose(
+        similarity(q, per_query, sim), similarity(q.mean(1), per_query.mean(2), sim), atol=1e-5
+    )
+    top = want.topk(5, dim=1)
+    for fn in (similarity_topk, similarity_topk_torch):
+        s, i = fn(q, p, 5, sim)
+        assert torch.equal(i, top.indices) and torch.allclose(s, top.values, atol=1e-5)
+    assert torch.allclose(rescore(q, p, top.indices, sim), top.values, atol=1e-5)
+    # R = 1 multi-vector passages are the single vectors themselves
+    assert torch.allclose(similarity(q, p[:, :1], sim), similarity(q.mean(1), p[:, 0], sim), atol=1e-5)

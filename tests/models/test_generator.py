@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import warnings
 
 import pytest
 import torch
+from transformers import GenerationConfig
 
 from joint_rag.models import Generator
 from joint_rag.models import generator as generator_mod
@@ -113,3 +115,51 @@ def test_greedy_answers_are_pinned(case: str) -> None:
     else:
         answers = gen.generate(queries, passages=[["alpha beta", "gamma"], ["delta" * 5, "eps"], ["z", "y"]])
     assert answers == PINNED_GREEDY[case]
+
+
+def _spread_generator(train_mode: str, mode: str = "memory") -> Generator:
+    torch.manual_seed(0)
+    gen = Generator("tiny-llama", mode=mode, train_mode=train_mode, max_new_tokens=6).eval()
+    with torch.no_grad():
+        for name, p in gen.model.named_parameters():
+            if train_mode == "full" or "lora_B" in name:
+                p.normal_(0, 0.3)
+    return gen
+
+
+@pytest.mark.parametrize("train_mode", ["full", "lora"])
+def test_checkpoint_generation_defaults_change_nothing(monkeypatch, capfd, train_mode):
+    """A checkpoint's generation_config.json (sampling defaults, penalties, a minimum length) neither
+    changes the greedy answers nor makes generate() print warnings."""
+    gen = _spread_generator(train_mode)
+    memory = torch.randn(3, 2, 3, gen.hidden_size)
+    plain = gen.generate(QUERIES, memory=memory)
+    load_backbone = generator_mod.load_backbone
+
+    def load_with_defaults(spec, kind):
+        bb = load_backbone(spec, kind)
+        bb.model.generation_config = GenerationConfig(
+            do_sample=True,
+            temperature=0.2,
+            top_p=0.9,
+            top_k=5,
+            repetition_penalty=1.5,
+            no_repeat_ngram_size=2,
+            min_new_tokens=4,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=0,
+        )
+        return bb
+
+    monkeypatch.setattr(generator_mod, "load_backbone", load_with_defaults)
+    gen = _spread_generator(train_mode)
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        answers = gen.generate(QUERIES, memory=memory)
+        short = gen.generate(QUERIES[:1], memory=memory[:1], max_new_tokens=2)
+    assert answers == plain
+    assert len(short) == 1 and len(gen.tokenizer(short[0]).input_ids) <= 2
+    assert [str(w.message) for w in caught] == []
+    assert capfd.readouterr().err == ""

@@ -13,10 +13,7 @@ from joint_rag.training.metrics import (
     RetrievalMetrics,
     exact_match,
     f1_score,
-    mrr_at_k,
-    ndcg_at_k,
     normalize_answer,
-    recall_at_k,
 )
 
 # ----------------------------------------------------------------------------- answers
@@ -106,37 +103,158 @@ EXPECTED = {
 }
 
 
-def test_per_query_functions() -> None:
-    assert recall_at_k(RANKED[0], GOLD[0], 1) == 0.0
-    assert recall_at_k(RANKED[0], GOLD[0], 3) == 1.0
-    assert recall_at_k(RANKED[1], GOLD[1], 5) == pytest.approx(2 / 3)
-    assert mrr_at_k(RANKED[1], GOLD[1], 10) == 0.5
-    assert mrr_at_k(RANKED[0], GOLD[0], 2) == 0.0  # first gold beyond the cut-off
-    assert ndcg_at_k(RANKED[0], GOLD[0], 10) == pytest.approx(0.5)
+def _as_floats(out: dict[str, torch.Tensor]) -> dict[str, float]:
+    return {name: value.item() for name, value in out.items()}
+
+
+def _one(ranked: list, gold, **cutoffs) -> dict[str, float]:
+    """The metric values of a single query."""
+    metric = RetrievalMetrics(**cutoffs)
+    metric.update([ranked], [gold])
+    return _as_floats(metric.compute())
+
+
+def test_single_query_values() -> None:
+    q1 = _one(RANKED[0], GOLD[0], recall_ks=(1, 3), mrr_k=2)
+    assert q1["recall@1"] == 0.0
+    assert q1["recall@3"] == 1.0
+    assert q1["mrr@2"] == 0.0  # first gold beyond the cut-off
+    assert q1["ndcg@10"] == pytest.approx(0.5)
+    q2 = _one(RANKED[1], GOLD[1])
+    assert q2["recall@5"] == pytest.approx(2 / 3)
+    assert q2["mrr@10"] == 0.5
     assert abs(NDCG_Q2 - 0.4981893) < 1e-7
-    assert ndcg_at_k(RANKED[1], GOLD[1], 10) == pytest.approx(NDCG_Q2)
-    assert math.isnan(recall_at_k(["a"], set(), 1))
-    assert ndcg_at_k(["g", "g", "h"], {"g"}, 10) == 1.0  # a repeated id counts once
+    assert q2["ndcg@10"] == pytest.approx(NDCG_Q2)
+
+
+def test_query_without_gold_is_skipped() -> None:
+    metric = RetrievalMetrics(recall_ks=(1,))
+    metric.update([["a"]], [set()])
+    metric.update([["a"]], [{"a": 0, "b": -1}])  # grade <= 0 only: no gold passage either
+    assert metric.count.item() == 0
+    assert _as_floats(metric.compute()) == {"recall@1": 0.0, "mrr@10": 0.0, "ndcg@10": 0.0}
+    metric.update([["a"], ["b"]], [set(), {"a"}])
+    assert metric.count.item() == 1
+
+
+def test_repeated_id_counts_once_and_keeps_its_position() -> None:
+    assert _one(["g", "g", "h"], {"g"})["ndcg@10"] == 1.0  # a repeated id counts once
+    # g g c with gold {g, c}: the repeat occupies rank 2, so c is at rank 3 (not 2)
+    # DCG = 1 + 1/log2(4) = 1.5 ; IDCG = 1 + 1/log2(3) = 1.63093 -> nDCG = 0.919721
+    out = _one(["g", "g", "c"], {"g", "c"}, recall_ks=(1, 2, 3), mrr_k=3, all_gold_ks=(2, 3))
+    assert out == pytest.approx(
+        {
+            "recall@1": 0.5,
+            "recall@2": 0.5,
+            "recall@3": 1.0,
+            "mrr@3": 1.0,
+            "ndcg@10": 1.5 / (1 + LOG3),
+            "all_gold@2": 0.0,
+            "all_gold@3": 1.0,
+        }
+    )
+    assert out["ndcg@10"] == pytest.approx(0.9197208, abs=1e-6)
+    # a repeated non-gold id also keeps its position: g at rank 3
+    assert _one(["h", "h", "g"], {"g"}, recall_ks=(2, 3)) == pytest.approx(
+        {"recall@2": 0.0, "recall@3": 1.0, "mrr@10": 1 / 3, "ndcg@10": 0.5}
+    )
+
+
+def test_gold_missing_from_the_ranking() -> None:
+    # a short ranking without the gold passage: the gold never enters the top k (padding)
+    assert _one(["a"], {"z"}, all_gold_ks=(5,)) == {
+        "recall@1": 0.0,
+        "recall@5": 0.0,
+        "mrr@10": 0.0,
+        "ndcg@10": 0.0,
+        "all_gold@5": 0.0,
+    }
+    # gold {a, z}, z not ranked: z counts in the recall denominator and in the ideal DCG
+    out = _one(["a", "b"], {"a", "z"}, all_gold_ks=(1, 5))
+    assert out == pytest.approx(
+        {
+            "recall@1": 0.5,
+            "recall@5": 0.5,
+            "mrr@10": 1.0,
+            "ndcg@10": 1 / (1 + LOG3),  # DCG = 1 ; IDCG = 1 + 1/log2(3)
+            "all_gold@1": 0.0,
+            "all_gold@5": 0.0,
+        }
+    )
+    # an empty ranking
+    assert _one([], {"a"}, all_gold_ks=(1,)) == {
+        "recall@1": 0.0,
+        "recall@5": 0.0,
+        "mrr@10": 0.0,
+        "ndcg@10": 0.0,
+        "all_gold@1": 0.0,
+    }
 
 
 def test_graded_ndcg_hand_and_torchmetrics() -> None:
     ranked = ["a", "b", "c"]
     grades = {"a": 1, "b": 0, "c": 3, "d": 2}
+    out = _one(ranked, grades, recall_ks=(3,), ndcg_k=3)
     # DCG@3 = 1/log2(2) + 0/log2(3) + 3/log2(4) = 1 + 0 + 1.5 = 2.5
     # IDCG@3 = 3/log2(2) + 2/log2(3) + 1/log2(4) = 3 + 1.26186 + 0.5 = 4.76186 -> nDCG = 0.525005
-    assert ndcg_at_k(ranked, grades, 3) == pytest.approx(2.5 / (3 + 2 * LOG3 + 0.5))
-    assert ndcg_at_k(ranked, grades, 3) == pytest.approx(0.5250050, abs=1e-7)
+    assert out["ndcg@3"] == pytest.approx(2.5 / (3 + 2 * LOG3 + 0.5))
+    assert out["ndcg@3"] == pytest.approx(0.5250050, abs=1e-7)
     # torchmetrics' nDCG on the same ranking (d ranked last, outside the cut-off)
     preds = torch.tensor([4.0, 3.0, 2.0, 1.0])
     target = torch.tensor([1, 0, 3, 2])
     reference = retrieval_normalized_dcg(preds, target, top_k=3).item()
-    assert ndcg_at_k(ranked, grades, 3) == pytest.approx(reference, abs=1e-6)
+    assert out["ndcg@3"] == pytest.approx(reference, abs=1e-6)
     # grade <= 0 is not relevant: recall counts a, c, d only
-    assert recall_at_k(ranked, grades, 3) == pytest.approx(2 / 3)
+    assert out["recall@3"] == pytest.approx(2 / 3)
 
 
-def _as_floats(out: dict[str, torch.Tensor]) -> dict[str, float]:
-    return {name: value.item() for name, value in out.items()}
+def test_all_gold_hand_values() -> None:
+    # two gold passages at ranks 1 and 3: one in the top 1 or 2 -> 0, both in the top 3 -> 1
+    out = _one(["g1", "x", "g2"], {"g1", "g2"}, all_gold_ks=(1, 2, 3))
+    assert [out["all_gold@1"], out["all_gold@2"], out["all_gold@3"]] == [0.0, 0.0, 1.0]
+    assert out["recall@1"] == 0.5  # while recall@1 is partial credit
+    # a single gold passage: all_gold@k == recall@k
+    out = _one(RANKED[0], GOLD[0], recall_ks=(1, 3, 5), all_gold_ks=(1, 3, 5))
+    for k in (1, 3, 5):
+        assert out[f"all_gold@{k}"] == out[f"recall@{k}"]
+    assert [out["all_gold@1"], out["all_gold@3"]] == [0.0, 1.0]
+    # grade 0 is not gold, so it need not be in the top k
+    assert _one(["a"], {"a": 2, "b": 0}, all_gold_ks=(1,))["all_gold@1"] == 1.0
+    # mean over queries: q1 1 (c at rank 3), q2 0 (g3 not ranked), q3 1, q4 skipped -> 2/3
+    metric = RetrievalMetrics(all_gold_ks=(5, 1))
+    metric.update(RANKED, GOLD)
+    out = _as_floats(metric.compute())
+    assert list(out) == ["recall@1", "recall@5", "mrr@10", "ndcg@10", "all_gold@5", "all_gold@1"]
+    assert out["all_gold@5"] == pytest.approx(2 / 3)
+    assert out["all_gold@1"] == pytest.approx(1 / 3)  # only q3
+
+
+def test_all_gold_on_random_cases_matches_the_definition() -> None:
+    for seed in sorted(PINNED):
+        ranked, gold = _random_cases(seed)
+        metric = RetrievalMetrics(recall_ks=(1, 3), all_gold_ks=(1, 3, 10))
+        metric.update(ranked, gold)
+        out = _as_floats(metric.compute())
+        relevant = [{pid for pid in g if not isinstance(g, dict) or g[pid] > 0} for g in gold]
+        counted = [(r, g) for r, g in zip(ranked, relevant) if g]
+        assert metric.count.item() == len(counted)
+        for k in (1, 3, 10):
+            expected = sum(g <= set(r[:k]) for r, g in counted) / len(counted)
+            assert out[f"all_gold@{k}"] == pytest.approx(expected)
+        singles = [(r, g) for r, g in counted if len(g) == 1]
+        assert singles  # the single-gold queries alone: all_gold@k == recall@k
+        single = RetrievalMetrics(recall_ks=(1, 3), all_gold_ks=(1, 3))
+        single.update([r for r, _ in singles], [g for _, g in singles])
+        out = _as_floats(single.compute())
+        assert out["all_gold@1"] == out["recall@1"] and out["all_gold@3"] == out["recall@3"]
+
+
+def test_retrieval_metrics_update_after_inference_mode() -> None:
+    metric = RetrievalMetrics()
+    with torch.inference_mode():  # as in a validate() run: the states become inference tensors
+        metric.update(RANKED[:2], GOLD[:2])
+    metric.update(RANKED[2:], GOLD[2:])
+    assert _as_floats(metric.compute()) == pytest.approx(EXPECTED)
 
 
 def test_retrieval_metrics_hand_values_and_merging() -> None:
@@ -173,9 +291,34 @@ def test_retrieval_metrics_rows_tensor_and_custom_ks() -> None:
     assert out == pytest.approx({"recall@1": 0.25, "recall@2": 0.5, "mrr@2": 0.5, "ndcg@3": 0.75})
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"recall_ks": (0, 5)}, r"cut-offs must be ints >= 1, got recall_ks=\(0, 5\)"),
+        ({"recall_ks": (1, 2.5)}, "cut-offs must be ints >= 1, got recall_ks"),
+        ({"recall_ks": ()}, "recall_ks must be non-empty"),
+        ({"recall_ks": 5}, "recall_ks must be a sequence of cut-offs"),
+        ({"recall_ks": "15"}, "recall_ks must be a sequence of cut-offs"),
+        ({"mrr_k": 0}, "cut-offs must be ints >= 1, got mrr_k=0"),
+        ({"ndcg_k": 1.5}, "cut-offs must be ints >= 1, got ndcg_k=1.5"),
+        ({"ndcg_k": None}, "cut-offs must be ints >= 1, got ndcg_k=None"),
+        ({"all_gold_ks": (3, -1)}, "cut-offs must be ints >= 1, got all_gold_ks"),
+        ({"all_gold_ks": ("3",)}, "cut-offs must be ints >= 1, got all_gold_ks"),
+        ({"all_gold_ks": 3}, "all_gold_ks must be a sequence of cut-offs"),
+    ],
+)
+def test_retrieval_metrics_argument_errors(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        RetrievalMetrics(**kwargs)
+
+
+def test_retrieval_metrics_all_gold_ks_may_be_empty() -> None:
+    metric = RetrievalMetrics(recall_ks=[2], all_gold_ks=[])
+    metric.update([["a", "b"]], [{"b"}])
+    assert _as_floats(metric.compute()) == pytest.approx({"recall@2": 1.0, "mrr@10": 0.5, "ndcg@10": LOG3})
+
+
 def test_retrieval_metrics_errors() -> None:
-    with pytest.raises(ValueError, match="cut-offs"):
-        RetrievalMetrics(recall_ks=(0, 5))
     metric = RetrievalMetrics()
     with pytest.raises(ValueError, match="2 rankings but 1 gold"):
         metric.update([["a"], ["b"]], [{"a"}])

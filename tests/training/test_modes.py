@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from joint_rag.data.collate import collate_examples
-from joint_rag.training.modes import eval_mode, train_trainable_parts
+from joint_rag.system import eval_mode
+from joint_rag.training.modes import train_trainable_parts
 
 
 def modes(module: nn.Module) -> set[bool]:
@@ -37,15 +38,15 @@ def test_eval_mode_restores_each_submodule():
 def test_frozen_retriever_stays_in_eval_mode_through_index_and_candidates(tiny_module):
     module, data = tiny_module(freeze_passage_encoder=True, freeze_query_encoder=True)
     module.train()
-    backbones = [module.compressor.backbone, module.query_encoder.backbone]
+    backbones = [module.system.compressor.backbone, module.system.query_encoder.backbone]
     assert all(modes(b) == {False} for b in backbones)
-    assert module.compressor.projector.training and module.generator.training
+    assert module.system.compressor.projector.training and module.system.generator.training
     module.build_index(show_progress=False)
     module.training_candidates(collate_examples(data.train[:3]))
     assert all(modes(b) == {False} for b in backbones), (
         "index build or search put a frozen part in train mode"
     )
-    assert module.compressor.projector.training and module.generator.training
+    assert module.system.compressor.projector.training and module.system.generator.training
 
 
 def test_trainable_retriever_trains_with_dropout_on(tiny_module):
@@ -53,8 +54,8 @@ def test_trainable_retriever_trains_with_dropout_on(tiny_module):
     module.eval()  # as Hugging Face parts arrive
     module.train()
     module.build_index(show_progress=False)
-    assert modes(module.compressor.backbone) == {True}
-    assert modes(module.query_encoder.backbone) == {True}
+    assert modes(module.system.compressor.backbone) == {True}
+    assert modes(module.system.query_encoder.backbone) == {True}
     module.eval()
     assert modes(module) == {False}
 
@@ -66,22 +67,22 @@ class _RecordModes(pl.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.seen.append(
             (
-                modes(pl_module.query_encoder.backbone),
-                modes(pl_module.compressor.backbone),
-                pl_module.generator.training,
+                modes(pl_module.system.query_encoder.backbone),
+                modes(pl_module.system.compressor.backbone),
+                pl_module.system.generator.training,
             )
         )
 
 
 def test_modes_in_a_lightning_fit(tiny_module, tmp_path):
-    from joint_rag.data.datamodule import RAGDataModule
+    from joint_rag.training.datamodule import RAGDataModule
     from joint_rag.data.synthetic import SyntheticSource
     from joint_rag.training import IndexRefresh
 
     torch.manual_seed(0)
     module, _ = tiny_module(freeze_passage_encoder=True, freeze_query_encoder=True)
     # as from_pretrained leaves them: backbones in eval mode inside wrappers in train mode
-    for part in (module.compressor.backbone, module.query_encoder.backbone, module.generator):
+    for part in (module.system.compressor.backbone, module.system.query_encoder.backbone, module.system.generator):
         part.eval()
     record = _RecordModes()
     trainer = pl.Trainer(

@@ -1,10 +1,12 @@
-"""Per-example candidate lists (HotpotQA style) and the index-refresh callback."""
+"""The training module around its RAGSystem: per-example candidate lists (HotpotQA style), the
+index-refresh callback, usefulness objectives in text mode, metric cut-offs from the config."""
 
 from __future__ import annotations
 
 import random
 
 import pytest
+import torch
 
 from joint_rag.data.collate import collate_examples
 from joint_rag.training.callbacks import IndexRefresh
@@ -29,12 +31,12 @@ def test_example_candidates_train_and_rank(tiny_module):
     assert inputs.gold.any(dim=1).all()  # gold forced in when the truncated list misses it
     loss, _ = module.objective(inputs)
     loss.backward()
-    assert module.index is None  # no corpus index is needed in this mode
+    assert module.system.index is None  # no corpus index is needed in this mode
     module.eval()
     val = collate_examples(data.val[:2])
-    ranked, cands = module.rank(val.queries, val.instructions, val.candidate_ids)
-    assert [sorted(r) for r in ranked] == [sorted(c) for c in val.candidate_ids]
-    assert all(len(c) == 4 for c in cands)
+    ranked = module.system.rank_candidates(val.queries, val.instructions, val.candidate_ids)
+    assert [sorted(ids) for ids, _ in ranked] == [sorted(c) for c in val.candidate_ids]
+    assert all(torch.all(s[:-1] >= s[1:]) for _, s in ranked)  # best first
 
 
 def test_too_few_candidates_is_a_clear_error(tiny_module):
@@ -47,7 +49,7 @@ def test_too_few_candidates_is_a_clear_error(tiny_module):
 def test_index_refresh_every_n_steps(tiny_module):
     module, _ = tiny_module()
     calls = []
-    module.build_index = lambda show_progress=True: calls.append(1) or setattr(module, "index", _Idx())
+    module.build_index = lambda show_progress=True: calls.append(1) or setattr(module.system, "index", _Idx())
 
     class _Idx:
         step = 0
@@ -83,5 +85,15 @@ def test_text_mode_usefulness_objectives_train_the_retriever(tiny_module):
         assert inputs.passage_loglik.shape == (2, 2)
         loss, _ = module.objective(inputs)
         loss.backward()
-        grads = [p.grad for n, p in module.query_encoder.named_parameters() if p.grad is not None]
+        grads = [p.grad for n, p in module.system.query_encoder.named_parameters() if p.grad is not None]
         assert grads and sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_metric_cutoffs_come_from_the_config(tiny_module):
+    module, data = tiny_module(recall_at=(1, 2, 3), mrr_at=3, ndcg_at=4, all_gold_at=(2,))
+    assert module.val_retrieval.names == ["recall@1", "recall@2", "recall@3", "mrr@3", "ndcg@4", "all_gold@2"]
+    module.eval()
+    module.validation_step(collate_examples(data.val[:4]), 0)
+    values = module.val_retrieval.compute()
+    assert set(values) == set(module.val_retrieval.names)
+    assert float(values["recall@1"]) <= float(values["recall@2"]) <= float(values["recall@3"])

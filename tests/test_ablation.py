@@ -1,14 +1,18 @@
-"""The ablation runner: grid parsing, resumability, tables and plot."""
+"""The ablation runner: grid parsing, the menu file, overrides as LightningCLI flags,
+resumability, tables and plot."""
 
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-from joint_rag.studies import GridError, load_grid, main_ablate
+from joint_rag.ablation import load_grid
+from joint_rag.commands.ablate import main as main_ablate
+from joint_rag.errors import GridError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,6 +67,38 @@ def test_grid_errors_name_the_field(tmp_path):
     bad.write_text("ablation:\n  base: experiments/smoke.yaml\n  menu: [nope]\n")
     with pytest.raises(GridError, match="unknown entries"):
         load_grid(bad)
+
+
+def test_menu_rows_come_from_the_menu_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    grid = load_grid(REPO / "experiments/ablations/smoke.yaml")
+    menu = yaml.safe_load((REPO / "experiments/ablations/menu.yaml").read_text())["rows"]
+    assert grid.variants["similarity"] == menu["similarity"]
+    assert menu["similarity"]["model.objectives"]["similarity"]["init_args"] == {"temperature": 0.05}
+    bad = tmp_path / "g.yaml"
+    (tmp_path / "menu.yaml").write_text("rows: {similarity: {}}\n")
+    bad.write_text("ablation:\n  base: experiments/smoke.yaml\n")
+    with pytest.raises(GridError, match="lacks the required rows \\['frozen'\\]"):
+        load_grid(bad)
+    (tmp_path / "menu.yaml").write_text("rows: [1, 2]\n")
+    with pytest.raises(GridError, match="expected 'rows:'"):
+        load_grid(bad)
+
+
+def test_a_variant_replaces_the_whole_value_at_its_key(monkeypatch, tmp_path):
+    """Overrides are LightningCLI flags (JSON values): `model.objectives` swaps the objective set
+    of the base (the smoke base trains end_to_end + similarity), null removes the weights."""
+    from joint_rag.config import build
+
+    monkeypatch.chdir(REPO)
+    grid = load_grid(REPO / "experiments/ablations/smoke.yaml")
+    flags = grid.flags_for("end_to_end", 1)
+    assert f"--trainer.default_root_dir={grid.run_dir('end_to_end', 1)}" in flags
+    cli = build(grid.bases, flags)
+    assert list(cli.model.objective.objectives) == ["end_to_end"]
+    assert cli.model.objective.weights == {"end_to_end": 1.0}
+    assert cli.model.system.similarity == "cosine"  # from the grid's overrides
+    assert cli.trainer.max_steps == 3
 
 
 def test_baselines_always_included(monkeypatch):

@@ -1,7 +1,8 @@
-"""Core data types: a `Corpus` of passages and the `Example`s that ask about them.
+"""The data types: a `Corpus` of passages, the `Example`s that ask about them, instruction pairs,
+the `RAGData` a source loads and the `DataSource` interface.
 
-Every reader in `joint_rag.data.formats` and the synthetic knowledge base produce these two
-types, so everything downstream (collate, index, training, evaluation) sees one format.
+Every reader in `joint_rag.data.formats` and the synthetic knowledge base produce these types,
+so everything downstream (collate, index, training, evaluation) sees one format.
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from joint_rag.errors import DataError
 
-class DataError(ValueError):
-    """Malformed or inconsistent input data. The message names the file, line/field and problem."""
+__all__ = ["Corpus", "DataError", "DataSource", "Example", "InstructionPair", "Passage", "RAGData"]
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from joint_rag.data.collate import collate_examples
-from joint_rag.data.corpus import Corpus, DataSource, Example, RAGData
+from joint_rag.data.types import Corpus, DataSource, Example, RAGData
 
 
 class _ListDataset:

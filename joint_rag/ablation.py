@@ -1,0 +1,183 @@
+"""Ablation runner: ``jrag ablate -c experiments/ablations/NAME.yaml``.
+
+A grid file names the base experiment (one YAML, or a list applied in order like several
+``-c``), the seeds, and variants: each variant is a set of dotted-key overrides of the base
+config, passed to LightningCLI as ``--key=<JSON>`` flags (a key replaces the whole value at that
+path, so ``model.objectives`` swaps the objective set). The standard rows come from the menu file
+(``menu_file:``, else ``menu.yaml`` next to the grid, else experiments/ablations/menu.yaml), where the objectives' settings live; the
+runner always adds the baseline rows: no retriever training (``frozen``), similarity only, a
+usefulness row and a similarity + usefulness row. Each run is a normal fit followed by
+validation; a finished run (``metrics.json`` in its folder) is skipped, so an interrupted
+ablation resumes. Reports: ``joint_rag.report`` (results.md, results.csv, results.png).
+
+Grid file::
+
+    ablation:
+      base: [experiments/quickstart.yaml, experiments/ablations/base/synthetic.yaml]
+      out_dir: checkpoints/ablations/synthetic
+      seeds: [0, 1]
+      menu: [frozen, similarity, end_to_end, rag_sequence, similarity+end_to_end]  # default: all
+      frozen: train_generator   # or `untrained`: the frozen row trains nothing (max_steps 0)
+      overrides: {trainer.max_steps: 10}          # applied to every run
+      variants: {my_variant: {model.lr: 1.0e-3}}  # extra rows
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from joint_rag.atomic import write_json
+from joint_rag.config import build, config_args, override
+from joint_rag.errors import GridError
+
+REQUIRED = ("frozen", "similarity")
+USEFULNESS = ("end_to_end", "rag_sequence", "rag_token", "pdist", "emdr2", "lsr")
+# note: in generator text mode, end_to_end trains no retriever (there is no memory to select
+# through); use the marginal or distilled objectives there
+FIELDS = (
+    "base",
+    "out_dir",
+    "seeds",
+    "menu",
+    "menu_file",
+    "variants",
+    "overrides",
+    "retrieval_only",
+    "frozen",
+)
+
+
+@dataclass
+class Grid:
+    """A parsed grid file."""
+
+    path: Path
+    bases: list[Path]
+    out_dir: Path
+    seeds: list[int]
+    variants: dict[str, dict]
+    overrides: dict = field(default_factory=dict)
+    retrieval_only: bool = False
+
+    def runs(self) -> list[tuple[str, int]]:
+        """Seed-major order, so an interrupted ablation has every variant on the first seeds."""
+        return [(name, seed) for seed in self.seeds for name in self.variants]
+
+    def run_dir(self, variant: str, seed: int) -> Path:
+        return self.out_dir / "runs" / variant / f"seed{seed}"
+
+    def flags_for(self, variant: str, seed: int) -> list[str]:
+        """The LightningCLI override flags of one run (after the base files)."""
+        settings = {**self.overrides, **self.variants[variant]}
+        settings |= {"seed_everything": seed, "trainer.default_root_dir": str(self.run_dir(variant, seed))}
+        return [override(k, v) for k, v in settings.items()]
+
+    def args_for(self, variant: str, seed: int) -> list[str]:
+        """The whole LightningCLI command line of one run: ``-c`` per base file, then the flags
+        (``jrag fit`` plus these runs the same experiment)."""
+        return config_args(self.bases, self.flags_for(variant, seed))
+
+
+DEFAULT_MENU = Path("experiments/ablations/menu.yaml")
+
+
+def _default_menu(grid: Path) -> Path:
+    """``menu.yaml`` next to the grid, else the shipped experiments/ablations/menu.yaml."""
+    beside = grid.parent / "menu.yaml"
+    return beside if beside.is_file() else DEFAULT_MENU
+
+
+def load_menu(path: Path) -> dict[str, dict]:
+    """The standard rows (``rows:`` of a menu file): name -> dotted-key overrides."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise GridError(f"{path}: cannot read the ablation menu: {err}") from err
+    rows = raw.get("rows") if isinstance(raw, dict) else None
+    if not isinstance(rows, dict) or not all(isinstance(v, dict) for v in rows.values()):
+        raise GridError(f"{path}: expected 'rows:' mapping row names to override mappings")
+    return rows
+
+
+def load_grid(path: str | Path) -> Grid:
+    """Parse and validate a grid file; errors name the file and the field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise GridError(f"{path}: cannot read ablation grid: {err}") from err
+    if not isinstance(raw, dict) or not isinstance(raw.get("ablation"), dict):
+        raise GridError(f"{path}: expected a top-level 'ablation:' mapping")
+    spec = raw["ablation"]
+    unknown = set(spec) - set(FIELDS)
+    if unknown:
+        raise GridError(f"{path}: ablation: unknown fields {sorted(unknown)}; known: {list(FIELDS)}")
+    if "base" not in spec:
+        raise GridError(f"{path}: ablation.base is missing (the experiment YAML(s) every run starts from)")
+    bases = [Path(b) for b in (spec["base"] if isinstance(spec["base"], list) else [spec["base"]])]
+    for base in bases:
+        if not base.is_file():
+            raise GridError(f"{path}: ablation.base: file not found: {base}")
+    seeds = spec.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise GridError(f"{path}: ablation.seeds must be a non-empty list of integers, got {seeds!r}")
+    menu_file = Path(spec["menu_file"]) if "menu_file" in spec else _default_menu(path)
+    rows = load_menu(menu_file)
+    retrieval_only = bool(spec.get("retrieval_only", False))
+    menu = spec.get("menu", list(rows))
+    bad = [m for m in menu if m not in rows]
+    if bad:
+        raise GridError(f"{path}: ablation.menu: unknown entries {bad}; known ({menu_file}): {list(rows)}")
+    missing = [r for r in REQUIRED if r not in rows]
+    if missing:
+        raise GridError(f"{menu_file}: the menu lacks the required rows {missing}")
+    names = list(dict.fromkeys([*REQUIRED, *menu]))
+    if not retrieval_only and not any(m in names for m in USEFULNESS):
+        names.append("end_to_end")
+    if not retrieval_only and not any(m.startswith("similarity+") for m in names):
+        names.append("similarity+end_to_end")
+    variants = {name: rows[name] for name in names}
+    frozen = spec.get("frozen", "untrained" if retrieval_only else "train_generator")
+    if frozen not in ("untrained", "train_generator"):
+        raise GridError(f"{path}: ablation.frozen must be 'untrained' or 'train_generator', got {frozen!r}")
+    if frozen == "untrained":  # the frozen row: off-the-shelf retriever, nothing trained at all
+        variants["frozen"] = {"trainer.max_steps": 0}
+    extra = spec.get("variants") or {}
+    if not isinstance(extra, dict) or not all(isinstance(v, dict) for v in extra.values()):
+        raise GridError(f"{path}: ablation.variants must map names to override mappings")
+    variants.update(extra)
+    overrides = spec.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        raise GridError(f"{path}: ablation.overrides must be a mapping of dotted keys to values")
+    out_dir = Path(spec.get("out_dir", Path("checkpoints") / "ablations" / path.stem))
+    return Grid(path, bases, out_dir, seeds, variants, overrides, retrieval_only)
+
+
+def finished(grid: Grid) -> dict[tuple[str, int], dict]:
+    """The metrics of the runs that have finished (a ``metrics.json`` in their folder)."""
+    out = {}
+    for variant, seed in grid.runs():
+        done = grid.run_dir(variant, seed) / "metrics.json"
+        if done.exists():
+            out[(variant, seed)] = json.loads(done.read_text())
+    return out
+
+
+def run_one(grid: Grid, variant: str, seed: int) -> dict:
+    """Fit + validate one run in-process; returns and stores its metrics (resumable)."""
+    done = grid.run_dir(variant, seed) / "metrics.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    t0 = time.perf_counter()
+    cli = build(grid.bases, grid.flags_for(variant, seed))
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    results = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]
+    metrics = {k.removeprefix("val/"): float(v) for k, v in results.items() if k.startswith("val/")}
+    metrics["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    write_json(done, metrics)
+    return metrics

@@ -1,0 +1,376 @@
+"""The export format: a ``RAGSystem`` as a self-describing folder, written and verified here.
+
+Layout (``format_version`` 2; safetensors and JSON only, never pickle)::
+
+    joint_rag.json             manifest: format_version, library versions, the system's settings
+                               (similarity, C, query encoder, index backend), the selector's
+                               arguments, counts, prompt template, what each part was trained
+                               from, trained steps, created_at
+    compressor/                Compressor.save_pretrained (passage encoder)
+    query_encoder/             Compressor.save_pretrained, only for a separate query encoder
+    generator/                 Generator.save_pretrained
+    index/                     PassageIndex.save over the corpus, encoded at export time
+    corpus.jsonl               the corpus the index was built from: {_id, title, text, group}
+    corpus_memory.safetensors  memory (N, M, H) of the corpus (memory-mode generators)
+    config.yaml                the experiment config (when given)
+    README.md                  model card with the evaluation table
+
+Each module saves and loads itself; this file only knows the manifest and the layout. The
+folder is written through ``joint_rag.atomic.atomic_dir``: a failed or killed export leaves
+nothing behind. ``load_system`` checks every part against the manifest and the others and
+raises ``ExportFormatError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+import joint_rag
+from joint_rag.atomic import atomic_dir
+from joint_rag.data.formats import get_field, iter_jsonl
+from joint_rag.data.types import Corpus, DataError, Passage
+from joint_rag.errors import ExportError, ExportFormatError, IndexFormatError
+from joint_rag.models.compressor import Compressor
+from joint_rag.models.generator import Generator
+from joint_rag.models.saving import REEXPORT, quiet_transformers, read_json, read_tensors
+from joint_rag.models.selection import TopKSelector
+from joint_rag.retrieval.index import PassageIndex
+from joint_rag.system import RAGSystem
+
+FORMAT_VERSION = 2
+MANIFEST = "joint_rag.json"
+COMPRESSOR_DIR, QUERY_ENCODER_DIR, GENERATOR_DIR, INDEX_DIR = (
+    "compressor",
+    "query_encoder",
+    "generator",
+    "index",
+)
+CORPUS_FILE, MEMORY_FILE = "corpus.jsonl", "corpus_memory.safetensors"
+CONFIG_FILE, CARD_FILE = "config.yaml", "README.md"
+_SYSTEM_KEYS = ("similarity", "num_candidates", "query_encoder", "index_backend", "encode_batch_size")
+_REEXPORT_OLD = (
+    "re-export it with this version: `jrag export --ckpt RUN/checkpoints/last.ckpt --out DIR` "
+    "(or `jrag export --untrained --config CFG --out DIR`)"
+)
+
+
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise ExportError(f"output {out} already exists; choose another --out or pass --overwrite")
+
+
+# ----------------------------------------------------------------------------- save
+@torch.no_grad()
+def save_system(
+    system: RAGSystem,
+    out_dir: str | os.PathLike,
+    config: str | os.PathLike | dict | None = None,
+    metrics: dict[str, Any] | None = None,
+    step: int = 0,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``system`` (with its attached corpus) as an export folder.
+
+    The corpus is re-encoded with the current weights (eval mode) for the index and the corpus
+    memory; the system itself is not modified.
+
+    Args:
+        system: the system; ``system.corpus`` is what gets indexed.
+        out_dir: the export folder to create.
+        config: experiment YAML path or dict, copied to ``config.yaml``.
+        metrics: evaluation results for the model card, e.g. ``{"before": {...}, "after": {...}}``.
+        step: training step recorded in the manifest and the index.
+        overwrite: replace an existing ``out_dir``.
+    """
+    out = Path(out_dir)
+    check_out_dir(out, overwrite)
+    if system.corpus is None:
+        raise ExportError("the system has no corpus attached: nothing to index")
+    memory, retrieval = system.encode_corpus(show_progress=False)  # (N, M, H) or None, (N, R, D)
+    index = PassageIndex(retrieval, system.corpus.ids, system.similarity, system.index_backend, step)
+    with atomic_dir(out) as tmp:
+        system.compressor.save_pretrained(tmp / COMPRESSOR_DIR)
+        if not system.shares_query_encoder:
+            system.query_encoder.save_pretrained(tmp / QUERY_ENCODER_DIR, projector=False)
+        system.generator.save_pretrained(tmp / GENERATOR_DIR)
+        index.save(tmp / INDEX_DIR)
+        if memory is not None:
+            save_file({"memory": memory.cpu().contiguous()}, tmp / MEMORY_FILE)
+        write_corpus(system.corpus, tmp / CORPUS_FILE)
+        manifest = _manifest(system, retrieval, step)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        if isinstance(config, dict):
+            import yaml
+
+            (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+        elif config is not None:
+            shutil.copyfile(config, tmp / CONFIG_FILE)
+        (tmp / CARD_FILE).write_text(model_card(manifest, metrics, out.name))
+    return out
+
+
+def write_corpus(corpus: Corpus, path: Path) -> None:
+    """One ``{"_id", "title", "text", "group"}`` object per line (BEIR-compatible)."""
+    with path.open("w", encoding="utf-8") as f:
+        for p in corpus:
+            rec = {"_id": p.passage_id, "title": p.title, "text": p.text, "group": p.group}
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+
+def prompt_template(generator: Generator, k: int, m: int) -> str:
+    """The generator prompt with placeholders for the question and the K passage slots."""
+    slot = f"<{m} memory vectors>" if generator.mode == "memory" else "{passage}"
+    return generator.render_prompt("{question}", [slot] * k, None)
+
+
+def _manifest(system: RAGSystem, retrieval: torch.Tensor, step: int) -> dict[str, Any]:
+    import safetensors
+    import transformers
+
+    K, M = system.selector.k, system.compressor.memory_slots
+    versions = {m.__name__: m.__version__ for m in (joint_rag, torch, transformers, safetensors)}
+    return {
+        "format_version": FORMAT_VERSION,
+        "library": "joint_rag",
+        "versions": versions,
+        "system": {
+            "similarity": system.similarity,
+            "num_candidates": system.num_candidates,
+            "query_encoder": "shared" if system.shares_query_encoder else "separate",
+            "index_backend": system.index_backend,
+            "encode_batch_size": system.encode_batch_size,
+        },
+        "selector": system.selector.init_args,
+        "K": K,
+        "M": M,
+        "generator_mode": system.generator.mode,
+        "num_passages": len(system.corpus),
+        "retrieval_shape": list(retrieval.shape),
+        "trained_steps": step,
+        "trained_from": {
+            "compressor": str(system.compressor.init_args["backbone"]),
+            "generator": str(system.generator.init_args["backbone"]),
+        },
+        "prompt_template": prompt_template(system.generator, K, M),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+_CARD = """# {name}
+
+A retriever (compressor + query encoder) and a generator trained jointly with joint-rag {version}:
+the generator reads the top-K retrieved passages ({mode}) and its answer loss trained the
+retrieval embeddings through a differentiable top-k.
+
+## Use
+
+```python
+from joint_rag import JointRAG
+
+rag = JointRAG.from_pretrained("{name}")
+rag.answer(["your question"])  # [{{"answer": ..., "passages": [{{id, title, text, score}}, ...]}}]
+```
+
+or `jrag answer --model {name} "your question"`.
+
+## System
+
+| setting | value |
+|---|---|
+{settings}
+
+## Evaluation
+
+{evaluation}
+
+## Files
+
+Safetensors and JSON only, no pickle; the layout is described in `joint_rag/artifact.py`.
+
+## Prompt
+
+```
+{prompt}
+```
+"""
+
+
+def model_card(manifest: dict[str, Any], metrics: dict[str, Any] | None, name: str) -> str:
+    """README.md: what the folder holds, how to use it, and the evaluation table."""
+    settings = {"K": manifest["K"], "M": manifest["M"], **manifest["system"]}
+    settings |= {"generator_mode": manifest["generator_mode"], "num_passages": manifest["num_passages"]}
+    mode = "as compressed memory" if manifest["generator_mode"] == "memory" else "as text"
+    return _CARD.format(
+        name=name,
+        version=manifest["versions"]["joint_rag"],
+        mode=mode,
+        settings="\n".join(f"| {k} | {v} |" for k, v in settings.items()),
+        evaluation="\n".join(metrics_table(metrics))
+        if metrics
+        else "No evaluation was recorded with this export.",
+        prompt=manifest["prompt_template"],
+    )
+
+
+def metrics_table(metrics: dict[str, Any]) -> list[str]:
+    """Markdown table: one row per metric, one column per run ({"before": {...}, "after": {...}})."""
+    runs = metrics if all(isinstance(v, dict) for v in metrics.values()) else {"value": metrics}
+    names = list(dict.fromkeys(k for run in runs.values() for k in run))
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    rows = ["| metric | " + " | ".join(runs) + " |", "|---" * (len(runs) + 1) + "|"]
+    for n in names:
+        rows.append(
+            f"| {n} | " + " | ".join(fmt(run[n]) if n in run else "-" for run in runs.values()) + " |"
+        )
+    return rows
+
+
+# ----------------------------------------------------------------------------- load
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest, its format version checked (older: re-export; newer: upgrade)."""
+    path = folder / MANIFEST
+    manifest = read_json(path)
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ExportFormatError(f"{path}: format_version must be a positive integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise ExportFormatError(
+            f"{path}: format_version {version} was written by a newer joint-rag; this version reads "
+            f"format_version {FORMAT_VERSION}: upgrade joint-rag (pip install -U joint-rag)"
+        )
+    if version < FORMAT_VERSION:
+        raise ExportFormatError(
+            f"{path}: format_version {version} was written by an older joint-rag (before one RAGSystem per "
+            f"export); {_REEXPORT_OLD}"
+        )
+    missing = [k for k in ("system", "selector", "K", "M") if k not in manifest]
+    missing += [f"system.{k}" for k in _SYSTEM_KEYS if k not in manifest.get("system", {})]
+    if missing:
+        raise ExportFormatError(f"{path}: missing keys {missing}; {REEXPORT}")
+    return manifest
+
+
+def _check_files(folder: Path, manifest: dict[str, Any]) -> None:
+    """Every file the loader needs is present (all missing ones named at once)."""
+    parts = [(COMPRESSOR_DIR, "compressor"), (GENERATOR_DIR, "generator")]
+    if manifest["system"]["query_encoder"] == "separate":
+        parts.append((QUERY_ENCODER_DIR, "compressor"))
+    need = [CORPUS_FILE, f"{INDEX_DIR}/meta.json"]
+    for sub, name in parts:
+        need += [
+            f"{sub}/{name}.json",
+            f"{sub}/config.json",
+            f"{sub}/tokenizer_config.json",
+            f"{sub}/model.safetensors",
+        ]
+    need += [f"{COMPRESSOR_DIR}/compressor.safetensors"]
+    if manifest.get("generator_mode") == "memory":
+        need.append(MEMORY_FILE)
+    missing = [f for f in need if not (folder / f).is_file()]
+    if missing:
+        raise ExportFormatError(
+            f"{folder}: missing {', '.join(missing)}; the export is incomplete: {REEXPORT}"
+        )
+
+
+def load_system(directory: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[RAGSystem, dict]:
+    """Load and verify an export folder: the system (eval mode, corpus, index and corpus memory
+    attached, on ``device``) and its manifest.
+
+    Raises:
+        ExportFormatError: missing or invalid files, another ``format_version``, or parts that
+            disagree (corpus vs index, memory vs generator); the message names the file.
+    """
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise ExportFormatError(f"{folder}: not a folder; export a model there with `jrag export` first")
+    manifest = read_manifest(folder)
+    _check_files(folder, manifest)
+    settings = manifest["system"]
+    with quiet_transformers():
+        compressor = Compressor.from_pretrained(folder / COMPRESSOR_DIR)
+        separate = settings["query_encoder"] == "separate"
+        query_encoder = Compressor.from_pretrained(folder / QUERY_ENCODER_DIR) if separate else "shared"
+        generator = Generator.from_pretrained(folder / GENERATOR_DIR)
+    try:
+        system = RAGSystem(
+            compressor,
+            generator,
+            TopKSelector(**manifest["selector"]),
+            similarity=settings["similarity"],
+            num_candidates=settings["num_candidates"],
+            query_encoder=query_encoder,
+            index_backend=settings["index_backend"],
+            encode_batch_size=settings["encode_batch_size"],
+        )
+    except (TypeError, ValueError) as err:
+        raise ExportFormatError(f"{folder / MANIFEST}: {err}; {REEXPORT}") from err
+    problems = []
+    if manifest["M"] != compressor.memory_slots:
+        problems.append(f"M={manifest['M']} but the compressor gives {compressor.memory_slots} memory slots")
+    if compressor.output_dim != generator.hidden_size:
+        problems.append(
+            f"compressor output_dim {compressor.output_dim} != generator hidden {generator.hidden_size}"
+        )
+    if manifest["K"] != system.selector.k:
+        problems.append(f"K={manifest['K']} but the selector takes k={system.selector.k}")
+    if problems:
+        raise ExportFormatError(f"{folder / MANIFEST}: " + "; ".join(problems) + f"; {REEXPORT}")
+    corpus = read_corpus(folder / CORPUS_FILE)
+    system.attach_corpus(corpus)
+    system.to(device).eval()
+    try:
+        index = PassageIndex.load(folder / INDEX_DIR, device=device)
+    except IndexFormatError as err:
+        raise ExportFormatError(f"{err}; {REEXPORT}") from err
+    if index.passage_ids != corpus.ids:
+        raise ExportFormatError(
+            f"{folder / INDEX_DIR} holds {len(index)} passages but {folder / CORPUS_FILE} {len(corpus)} "
+            f"(or in another order); the folder mixes two exports: {REEXPORT}"
+        )
+    if index.similarity != system.similarity:
+        raise ExportFormatError(
+            f"{folder / INDEX_DIR}: built for similarity {index.similarity!r}, the manifest says "
+            f"{system.similarity!r}; {REEXPORT}"
+        )
+    system.index = index
+    if generator.mode == "memory":
+        memory = read_tensors(folder / MEMORY_FILE).get("memory")
+        expected = (len(corpus), compressor.memory_slots, generator.hidden_size)
+        if memory is None or tuple(memory.shape) != expected:
+            got = None if memory is None else tuple(memory.shape)
+            raise ExportFormatError(
+                f"{folder / MEMORY_FILE}: expected 'memory' of shape {expected} (one row per passage), got {got}; "
+                f"{REEXPORT}"
+            )
+        system.corpus_memory = memory.to(device)
+    return system, manifest
+
+
+def read_corpus(path: Path) -> Corpus:
+    """Read an exported ``corpus.jsonl`` ({_id, title, text, group} per line)."""
+    try:
+        passages = []
+        for lineno, rec in iter_jsonl(path):
+            where = f"{path}:{lineno}"
+            passages.append(
+                Passage(
+                    str(get_field(rec, "_id", where, (str, int))),
+                    get_field(rec, "title", where, optional=True) or "",
+                    get_field(rec, "text", where),
+                    get_field(rec, "group", where, optional=True) or "",
+                )
+            )
+        return Corpus(passages, source=str(path))
+    except DataError as err:
+        raise ExportFormatError(f"{err}; {REEXPORT}") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ExportFormatError(f"{path}: {err}; {REEXPORT}") from err

@@ -1,0 +1,48 @@
+"""``jrag ablate -c GRID.yaml [--only VARIANT ...] [--report-only]`` (``joint_rag.ablation``)."""
+
+from __future__ import annotations
+
+import time
+
+from joint_rag.commands.args import Parser, fail
+
+PROG = "jrag ablate"
+
+
+def main(argv: list[str]) -> int:
+    parser = Parser(
+        prog=PROG, description="Run an ablation grid: every variant x seed as a fit + validation."
+    )
+    parser.add_argument("-c", "--config", required=True, help="ablation grid YAML")
+    parser.add_argument("--only", nargs="*", help="run only these variants (others still reported if done)")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: write results.md/.csv/.png from the runs finished so far",
+    )
+    args = parser.parse_args(argv)
+
+    from joint_rag.ablation import finished, load_grid, run_one
+    from joint_rag.report import write_results
+
+    grid = load_grid(args.config)
+    unknown = sorted(set(args.only or []) - set(grid.variants))
+    if unknown:
+        fail(PROG, f"--only: unknown variants {unknown}; the grid has {list(grid.variants)}")
+    t0 = time.perf_counter()
+    results = finished(grid)
+    if args.report_only:
+        if not results:
+            fail(PROG, f"no finished runs under {grid.out_dir / 'runs'}")
+        wall = sum(float(r.get("wall_seconds", 0.0)) for r in results.values())  # the runs' own times
+    else:
+        for variant, seed in grid.runs():
+            if (variant, seed) in results or (args.only and variant not in args.only):
+                continue
+            print(f"[jrag ablate] {variant} seed {seed}", flush=True)
+            results[(variant, seed)] = run_one(grid, variant, seed)
+        wall = time.perf_counter() - t0
+    base = " + ".join(map(str, grid.bases))
+    path = write_results(grid.out_dir, str(grid.path), base, list(grid.variants), grid.seeds, results, wall)
+    print(path.read_text())
+    return 0

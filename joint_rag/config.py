@@ -1,0 +1,120 @@
+"""The config layer: LightningCLI with the project's defaults, and building a system from configs.
+
+``jrag fit|validate|test -c BASE.yaml [-c DELTA.yaml ...] [--key=value ...]`` is LightningCLI in
+omegaconf mode (``${...}`` interpolation works); several ``-c`` files apply in order (a delta
+file holds only what differs) and dotted flags come last. Defaults added here:
+
+- a ``CSVLogger`` under ``trainer.default_root_dir`` when ``trainer.logger`` is unset or true
+  (``--tensorboard`` switches to ``TensorBoardLogger``; needs ``tensorboardX``); the run folder
+  is printed at the end of ``fit``;
+- a ``ModelCheckpoint(save_last="link")`` when checkpointing is on and no checkpoint callback is
+  configured, so every run leaves ``<run folder>/checkpoints/last.ckpt``.
+
+``build(configs, overrides)`` instantiates the module and data of configs without running
+anything (exports, the quickstart, the ablation runner), with the same override mechanism.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from jsonargparse import ActionYesNo
+from pytorch_lightning import Trainer
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.cli import LightningCLI
+
+from joint_rag.training.datamodule import RAGDataModule
+from joint_rag.training.module import JointRAGModule
+
+#: keys `jrag fit` writes into a run's config.yaml that only its subcommand takes
+RUN_ONLY_KEYS = ("ckpt_path", "weights_only", "verbose", "return_predictions")
+
+
+class JointRAGCLI(LightningCLI):
+    """LightningCLI with the project's default logger and last checkpoint (see the module docstring)."""
+
+    def __init__(self, *args: Any, run: bool = True, **kwargs: Any) -> None:
+        self._builds_only = not run
+        super().__init__(*args, run=run, **kwargs)
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument(
+            "--tensorboard",
+            action=ActionYesNo,
+            default=False,
+            help="log to TensorBoard (needs tensorboardX) instead of the default CSV files",
+        )
+        if self._builds_only:  # a run's saved config.yaml also holds its subcommand's keys
+            for key in RUN_ONLY_KEYS:
+                parser.add_argument(f"--{key}", type=Any, default=None, help="(ignored when only building)")
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        config = self._get(self.config_init, "trainer", default={})
+        root = config.get("default_root_dir") or os.getcwd()
+        if config.get("logger") in (None, True):
+            if self._get(self.config, "tensorboard"):
+                from pytorch_lightning.loggers import TensorBoardLogger
+
+                kwargs["logger"] = TensorBoardLogger(save_dir=root, name="lightning_logs")
+            else:
+                from pytorch_lightning.loggers import CSVLogger
+
+                kwargs["logger"] = CSVLogger(save_dir=root, name="lightning_logs")
+        callbacks = list(config.get("callbacks") or [])
+        if config.get("enable_checkpointing") is not False and not any(
+            isinstance(c, ModelCheckpoint) for c in callbacks
+        ):
+            kwargs["callbacks"] = [*callbacks, ModelCheckpoint(save_last="link")]
+        return super().instantiate_trainer(**kwargs)
+
+    def after_fit(self) -> None:
+        trainer = self.trainer
+        ckpt = trainer.checkpoint_callback
+        last = getattr(ckpt, "last_model_path", "") if ckpt is not None else ""
+        print(f"run folder: {trainer.log_dir}" + (f"   last checkpoint: {last}" if last else ""), flush=True)
+
+
+def make_cli(args: Sequence[str] | None = None, run: bool = True) -> JointRAGCLI:
+    """The project's LightningCLI; ``run=False`` builds model, data and trainer only."""
+    with warnings.catch_warnings():  # a command's own sys.argv is not for LightningCLI
+        warnings.filterwarnings("ignore", message=".*args parameter is intended.*")
+        return JointRAGCLI(
+            JointRAGModule,
+            RAGDataModule,
+            parser_kwargs={"parser_mode": "omegaconf"},
+            save_config_kwargs={"overwrite": True},
+            args=None if args is None else list(args),
+            run=run,
+            auto_configure_optimizers=False,
+        )
+
+
+def override(key: str, value: Any) -> str:
+    """A dotted LightningCLI flag that sets ``key`` to ``value``: a string as it is, anything else
+    as JSON (so mappings, lists and null replace the whole value at that key), e.g.
+    ``override("model.lr", 1e-3)`` -> ``--model.lr=0.001``."""
+    return f"--{key}={value if isinstance(value, str) else json.dumps(value)}"
+
+
+def config_args(configs: Sequence[str | os.PathLike], overrides: Sequence[str] = ()) -> list[str]:
+    """``-c`` for each config file in order, then the override flags."""
+    return [arg for c in configs for arg in ("-c", str(c))] + list(overrides)
+
+
+def build(configs: Sequence[str | os.PathLike], overrides: Sequence[str] = ()) -> JointRAGCLI:
+    """Instantiate (without running) what config files + overrides describe: ``.model``,
+    ``.datamodule``, ``.trainer``. A config that does not parse exits with jsonargparse's message."""
+    return make_cli(config_args(configs, overrides), run=False)
+
+
+def effective_config(cli: JointRAGCLI) -> dict[str, Any]:
+    """The merged config of a built CLI as plain data (what ``jrag fit --print_config`` shows),
+    without the ``-c`` paths and the run-only keys: a YAML that rebuilds the same system."""
+    config = cli.config.as_dict()
+    for key in ("config", "tensorboard", *RUN_ONLY_KEYS):
+        config.pop(key, None)
+    return json.loads(json.dumps(config, default=str))

@@ -1,0 +1,248 @@
+"""The passage index: the retrieval vectors of the whole corpus, searched by the configured
+similarity (the one vocabulary of ``joint_rag.kernels``).
+
+Two backends, chosen in YAML (``model.index_backend``):
+
+- ``exact`` (default): the vectors stay on the device they were encoded on, (N, R, D), or their
+  mean (N, 1, D) for ``dot``/``cosine``, and every search is
+  ``joint_rag.kernels.similarity_topk``: the Triton kernel for CUDA tensors, the chunked torch
+  path on the CPU. Exact for every similarity, MaxSim included.
+- ``faiss``: one vector per passage whose inner product is the score (``flat_vectors``) in a
+  flat inner-product index: faiss-GPU when the vectors are on CUDA and this faiss build has
+  GPUs, CPU faiss otherwise. MaxSim has no such vector and is refused.
+
+On disk an index is a folder: ``vectors.safetensors`` (the stored vectors), ``passage_ids.json``
+and ``meta.json`` (format, similarity, backend, shape, the step the vectors were computed at).
+Saved through ``joint_rag.atomic``: nothing half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from joint_rag.atomic import atomic_dir
+from joint_rag.errors import IndexFormatError
+from joint_rag.kernels import check_similarity, similarity_topk
+
+FORMAT_VERSION = 2
+VECTORS_FILE = "vectors.safetensors"
+IDS_FILE = "passage_ids.json"
+META_FILE = "meta.json"
+BACKENDS = ("exact", "faiss")
+
+
+def check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"index backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def stored_vectors(retrieval: Tensor, similarity: str) -> Tensor:
+    """(N, R, D) retrieval vectors -> what the exact index keeps: the mean (N, 1, D) for dot and
+    cosine (they score mean vectors), the vectors themselves otherwise."""
+    return retrieval.mean(dim=1, keepdim=True) if similarity in ("dot", "cosine") else retrieval
+
+
+def flat_vectors(x: Tensor, similarity: str) -> Tensor:
+    """(n, R, D) -> (n, D') float32 vectors whose inner product is ``similarity`` (faiss backend).
+
+    Raises:
+        ValueError: for ``maxsim``, which no single inner product expresses.
+    """
+    x = x.float()
+    if similarity == "flat_cosine":
+        return F.normalize(x.flatten(1), dim=-1)  # (n, R*D)
+    if similarity == "cosine":
+        return F.normalize(x.mean(1), dim=-1)  # (n, D)
+    if similarity == "dot":
+        return x.mean(1)  # (n, D)
+    raise ValueError(
+        "similarity 'maxsim' has no single-vector form for faiss: use index_backend: exact "
+        "(exact MaxSim through joint_rag.kernels)"
+    )
+
+
+class PassageIndex:
+    """Top-k search over the corpus by one similarity.
+
+    Attributes:
+        passage_ids: row -> passage id, length N.
+        similarity: one of ``joint_rag.kernels.SIMILARITIES``.
+        backend: "exact" or "faiss".
+        step: global training step at which the vectors were computed (for staleness).
+        vectors: (N, R, D) stored vectors (see ``stored_vectors``) on their device.
+    """
+
+    def __init__(
+        self,
+        vectors: Tensor,
+        passage_ids: Sequence[str],
+        similarity: str,
+        backend: str = "exact",
+        step: int = 0,
+    ) -> None:
+        """Build an index from (N, R, D) retrieval vectors (row i is ``passage_ids[i]``).
+
+        Raises:
+            ValueError: empty, mis-shaped or non-finite vectors, id problems, bad options.
+        """
+        check_similarity(similarity)
+        check_backend(backend)
+        if backend == "faiss":
+            flat_vectors(vectors[:0], similarity)  # refuses maxsim before any work
+        if vectors.dim() != 3 or vectors.shape[0] == 0:
+            raise ValueError(f"PassageIndex: vectors must be (N >= 1, R, D), got {tuple(vectors.shape)}")
+        ids = [str(p) for p in passage_ids]
+        if len(ids) != vectors.shape[0]:
+            raise ValueError(f"PassageIndex: {vectors.shape[0]} vectors but {len(ids)} passage_ids")
+        if len(set(ids)) != len(ids):
+            dupes = sorted(p for p, c in Counter(ids).items() if c > 1)[:5]
+            raise ValueError(f"PassageIndex: duplicate passage ids, e.g. {dupes}")
+        finite = torch.isfinite(vectors).flatten(1).all(dim=1)  # (N,)
+        if not bool(finite.all()):
+            bad = torch.nonzero(~finite).flatten()[:5].tolist()
+            raise ValueError(f"PassageIndex: non-finite values in the vectors of rows {bad}")
+        self.passage_ids = ids
+        self.similarity = similarity
+        self.backend = backend
+        self.step = step
+        self.vectors = stored_vectors(vectors.detach(), similarity).contiguous()  # (N, R or 1, D)
+        self._faiss = (
+            _faiss_index(flat_vectors(self.vectors, similarity), self.vectors.device)
+            if backend == "faiss"
+            else None
+        )
+
+    def __len__(self) -> int:
+        return len(self.passage_ids)
+
+    @property
+    def device(self) -> torch.device:
+        return self.vectors.device
+
+    @torch.no_grad()
+    def search(self, queries: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """Top-k passages per query (not differentiable: candidates only).
+
+        Args:
+            queries: (B, R, D) query retrieval vectors from the encoder that built the index.
+            k: results per query; clamped to N.
+
+        Returns:
+            scores (B, k) float32 and rows (B, k) long into ``passage_ids``, best first, on the
+            queries' device.
+        """
+        if k < 1:
+            raise ValueError(f"PassageIndex.search: k must be >= 1, got {k}")
+        if queries.dim() != 3 or queries.shape[-1] != self.vectors.shape[-1]:
+            raise ValueError(
+                f"PassageIndex.search: queries must be (B, R, {self.vectors.shape[-1]}) to match the index, "
+                f"got {tuple(queries.shape)}; encode queries with the model that built the index"
+            )
+        k = min(k, len(self))
+        out = queries.device
+        if self._faiss is not None:
+            import numpy as np
+
+            q = np.ascontiguousarray(flat_vectors(queries, self.similarity).cpu().numpy())  # (B, D')
+            scores, rows = self._faiss.search(q, k)  # (B, k), (B, k)
+            return torch.from_numpy(scores).to(out), torch.from_numpy(rows).long().to(out)
+        q = queries.to(self.vectors.device, self.vectors.dtype)
+        scores, rows = similarity_topk(q, self.vectors, k, self.similarity)  # (B, k), (B, k)
+        return scores.to(out, torch.float32), rows.to(out)
+
+    # ----------------------------------------------------------------- save / load
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the index folder atomically (replacing an existing index there)."""
+        target = Path(directory)
+        if target.exists() and not (
+            target.is_dir() and ((target / META_FILE).exists() or not any(target.iterdir()))
+        ):
+            raise FileExistsError(
+                f"PassageIndex.save: {target} exists and is not an index folder; choose another path"
+            )
+        with atomic_dir(target) as tmp:
+            save_file({"vectors": self.vectors.detach().cpu().contiguous()}, tmp / VECTORS_FILE)
+            (tmp / IDS_FILE).write_text(json.dumps(self.passage_ids))
+            meta = {
+                "format_version": FORMAT_VERSION,
+                "similarity": self.similarity,
+                "backend": self.backend,
+                "shape": list(self.vectors.shape),
+                "built_at_step": self.step,
+                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+        return target
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> PassageIndex:
+        """Load and validate an index folder written by :meth:`save`.
+
+        Raises:
+            IndexFormatError: missing, unreadable or disagreeing files; another format version.
+        """
+        folder = Path(directory)
+
+        def fail(problem: str) -> IndexFormatError:
+            return IndexFormatError(f"{folder}: {problem}")
+
+        if not folder.is_dir():
+            raise fail("not an index folder; build an index and save it there first")
+        try:
+            meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise fail(f"{META_FILE} is missing or not JSON ({err})") from err
+        if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+            version = meta.get("format_version") if isinstance(meta, dict) else None
+            raise fail(f"index format_version {version!r} is not {FORMAT_VERSION}; rebuild the index")
+        try:
+            ids = json.loads((folder / IDS_FILE).read_text(encoding="utf-8"))
+            vectors = load_file(folder / VECTORS_FILE)["vectors"]
+        except Exception as err:  # noqa: BLE001 - OSError, JSON, SafetensorError, KeyError
+            raise fail(
+                f"unreadable {IDS_FILE} or {VECTORS_FILE} ({type(err).__name__}: {err}); rebuild the index"
+            ) from err
+        if not isinstance(ids, list) or not all(isinstance(p, str) for p in ids):
+            raise fail(f"{IDS_FILE} must be a JSON list of strings")
+        if list(vectors.shape) != meta.get("shape") or len(ids) != vectors.shape[0]:
+            raise fail(
+                f"{VECTORS_FILE} holds {tuple(vectors.shape)}, {META_FILE} says {meta.get('shape')}, "
+                f"{IDS_FILE} has {len(ids)} ids; rebuild the index"
+            )
+        try:
+            return cls(
+                vectors.to(device), ids, meta["similarity"], meta["backend"], int(meta["built_at_step"])
+            )
+        except (KeyError, ValueError) as err:
+            raise fail(f"{META_FILE}: {err}") from err
+
+    def __repr__(self) -> str:
+        return (
+            f"PassageIndex(N={len(self)}, vectors={tuple(self.vectors.shape)}, similarity={self.similarity!r}, "
+            f"backend={self.backend!r}, device={self.device}, step={self.step})"
+        )
+
+
+def _faiss_index(vectors: Tensor, device: torch.device):
+    """A flat inner-product faiss index over (N, D') vectors: on the GPU when ``device`` is CUDA
+    and this faiss build has GPUs, on the CPU otherwise."""
+    import faiss
+
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors.detach().float().cpu().contiguous().numpy())
+    if device.type == "cuda" and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+        resources = faiss.StandardGpuResources()
+        index = faiss.index_cpu_to_gpu(resources, device.index or 0, index)
+        index.referenced_resources = resources  # keep alive with the index
+    return index
