@@ -35,14 +35,14 @@ from joint_rag.pipeline import JointRAG
 
 import torch  # noqa: E402  isort: skip
 
-from joint_rag.models.generator import _cache_kwarg, _cache_of, _logits_kwarg  # noqa: E402
+from joint_rag.models.generator import _logits_kwarg  # noqa: E402
 
 K = 5
 
 
 def synthetic_passages(rag: JointRAG, n: int, tokens: int) -> list[str]:
     """``n`` passages of about ``tokens`` generator tokens: corpus passages concatenated, cut to length."""
-    tok = rag.generator.tokenizer
+    tok = rag.system.generator.tokenizer
     texts = rag.corpus.texts()
     out = []
     for i in range(n):
@@ -57,44 +57,31 @@ def synthetic_passages(rag: JointRAG, n: int, tokens: int) -> list[str]:
 
 def build_inputs(rag: JointRAG, queries: list[str], **kwargs) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Prompt embeddings and mask exactly as ``Generator.generate`` builds them, and the time it took."""
-    gen = rag.generator
-    captured: dict[str, torch.Tensor] = {}
-
-    def capture(embeds: torch.Tensor, attn: torch.Tensor, max_new_tokens: int) -> list[str]:
-        captured["embeds"], captured["attn"] = embeds, attn
-        return [""] * embeds.shape[0]
-
-    gen._greedy = capture  # stop generate() right before decoding
-    try:
-        t0 = time.perf_counter()
-        gen.generate(queries, **kwargs)
-        seconds = time.perf_counter() - t0
-    finally:
-        del gen._greedy
-    return captured["embeds"], captured["attn"], seconds
+    gen = rag.system.generator
+    t0 = time.perf_counter()
+    embeds, attn = gen.prompt_inputs(
+        queries, kwargs.get("memory"), kwargs.get("passages"), kwargs.get("instructions")
+    )
+    return embeds, attn, time.perf_counter() - t0
 
 
 @torch.no_grad()
-def prefill_decode(model: torch.nn.Module, embeds: torch.Tensor, attn: torch.Tensor, new_tokens: int):
-    """``Generator._greedy`` without the EOS stop: (prefill seconds, decode seconds)."""
-    B = embeds.shape[0]
+def prefill_decode(gen, embeds: torch.Tensor, attn: torch.Tensor, new_tokens: int):
+    """(prefill seconds, decode seconds) of greedy decoding of exactly ``new_tokens`` tokens (EOS
+    ignored): the prefill is one forward pass with the last position's logits; the decode time is
+    ``model.generate`` (as ``Generator.generate`` calls it, with min_new_tokens = max_new_tokens)
+    minus that prefill."""
+    model = gen.model
     position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
     t0 = time.perf_counter()
-    last_only = {name: 1} if (name := _logits_kwarg(model)) else {}  # as _greedy: last position's logits
-    out = model(
-        inputs_embeds=embeds, attention_mask=attn, position_ids=position_ids, use_cache=True, **last_only
-    )
-    past, next_tok = _cache_of(out), out.logits[:, -1].argmax(-1)  # (B,)
+    last_only = {name: 1} if (name := _logits_kwarg(model)) else {}
+    model(inputs_embeds=embeds, attention_mask=attn, position_ids=position_ids, use_cache=True, **last_only)
+    prefill = time.perf_counter() - t0
+    config = gen.greedy_config(new_tokens)
+    config.min_new_tokens = new_tokens
     t1 = time.perf_counter()
-    for _ in range(new_tokens - 1):
-        attn = torch.cat([attn, attn.new_ones(B, 1)], dim=1)
-        pos = position_ids[:, -1:] + 1
-        position_ids = torch.cat([position_ids, pos], dim=1)
-        step = model.get_input_embeddings()(next_tok.unsqueeze(1))  # (B, 1, H)
-        kwargs = {_cache_kwarg(model): past}
-        out = model(inputs_embeds=step, attention_mask=attn, position_ids=pos, use_cache=True, **kwargs)
-        past, next_tok = _cache_of(out), out.logits[:, -1].argmax(-1)
-    return t1 - t0, time.perf_counter() - t1
+    model.generate(inputs_embeds=embeds, attention_mask=attn, generation_config=config)
+    return prefill, max(0.0, time.perf_counter() - t1 - prefill)
 
 
 def time_row(rag: JointRAG, queries: list[str], repeats: int, warmup: int, new_tokens: int, **kwargs) -> dict:
@@ -102,7 +89,7 @@ def time_row(rag: JointRAG, queries: list[str], repeats: int, warmup: int, new_t
     runs = []
     for i in range(warmup + repeats):
         embeds, attn, prompt_s = build_inputs(rag, queries, **kwargs)
-        prefill_s, decode_s = prefill_decode(rag.generator.model, embeds, attn, new_tokens)
+        prefill_s, decode_s = prefill_decode(rag.system.generator, embeds, attn, new_tokens)
         if i >= warmup:
             runs.append((prompt_s, prefill_s, decode_s))
     med = [statistics.median(r[j] for r in runs) for j in range(3)]
@@ -143,7 +130,7 @@ def run(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     rag = JointRAG.from_pretrained(args.model, device="cpu")
-    gen, B, N = rag.generator, args.batch_size, args.max_new_tokens
+    gen, B, N = rag.system.generator, args.batch_size, args.max_new_tokens
     queries = [f"What is known about {rag.corpus[i % len(rag.corpus)].title or 'this'}?" for i in range(B)]
     passages = synthetic_passages(rag, B * K, args.passage_tokens)
     per_query = [passages[b * K : (b + 1) * K] for b in range(B)]
@@ -167,12 +154,12 @@ def run(args: argparse.Namespace) -> dict:
 
     gen.mode = "memory"
     try:
-        M = rag.compressor.memory_slots
+        M = rag.system.compressor.memory_slots
         compress = []
         with torch.no_grad():
             for _ in range(args.warmup + args.repeats):
                 t0 = time.perf_counter()
-                memory = rag.compressor(passages).memory.view(B, K, M, -1)  # (B, K, M, H)
+                memory = rag.system.compressor(passages).memory.view(B, K, M, -1)  # (B, K, M, H)
                 compress.append(time.perf_counter() - t0)
         row = time_row(rag, queries, memory=memory, **common)
         row["compress_s"] = statistics.median(compress[args.warmup :])
@@ -208,7 +195,8 @@ def run(args: argparse.Namespace) -> dict:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
         "model": str(args.model),
-        "trained": {k: rag.manifest.get(k) for k in ("K", "M", "similarity", "generator_mode")},
+        "trained": {k: rag.manifest.get(k) for k in ("K", "M", "generator_mode")}
+        | {"similarity": rag.system.similarity},
         "setup": {
             "device": "cpu",
             "batch_size": B,
@@ -221,7 +209,7 @@ def run(args: argparse.Namespace) -> dict:
             "statistic": "median",
         },
         "notes": (
-            f"M is fixed by the trained compressor (M={rag.compressor.memory_slots}); rows "
+            f"M is fixed by the trained compressor (M={rag.system.compressor.memory_slots}); rows "
             "'memory_random_M*' feed random memory of shape (B, 5, M, H) to the generator and measure "
             "its prefill+decode cost only. Every row decodes exactly max_new_tokens tokens (EOS "
             "ignored). compress_s (trained row) is the compressor's time for the B*5 passages, "

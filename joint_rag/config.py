@@ -4,6 +4,7 @@
 omegaconf mode (``${...}`` interpolation works); several ``-c`` files apply in order (a delta
 file holds only what differs) and dotted flags come last. Defaults added here:
 
+- ``trainer.log_every_n_steps: 1`` (runs on a CPU are tens of steps long);
 - a ``CSVLogger`` under ``trainer.default_root_dir`` when ``trainer.logger`` is unset or true
   (``--tensorboard`` switches to ``TensorBoardLogger``; needs ``tensorboardX``); the run folder
   is printed at the end of ``fit``;
@@ -42,6 +43,7 @@ class JointRAGCLI(LightningCLI):
         super().__init__(*args, run=run, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
+        parser.set_defaults({"trainer.log_every_n_steps": 1})  # CPU runs are short: log every step
         parser.add_argument(
             "--tensorboard",
             action=ActionYesNo,

@@ -4,7 +4,6 @@ resumability, tables and plot."""
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import pytest

@@ -1,4 +1,6 @@
-"""Every YAML under experiments/ parses through the CLI (litgpt's config-hub test)."""
+"""Every YAML under experiments/ parses through the CLI (litgpt's config-hub test): full
+experiments alone, ablation bases (deltas) on top of the files their grids name, grids and the
+menu through the ablation runner."""
 
 from __future__ import annotations
 
@@ -7,29 +9,65 @@ from pathlib import Path
 import pytest
 import yaml
 
-from joint_rag.cli import main, make_cli
+from joint_rag.ablation import load_grid, load_menu
+from joint_rag.cli import main
+from joint_rag.config import config_args, make_cli, override
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "experiments").rglob("*.yaml"))
+MENU = REPO / "experiments" / "ablations" / "menu.yaml"
+
+
+def _kind(path: Path) -> str:
+    raw = yaml.safe_load(path.read_text())
+    if path == MENU:
+        return "menu"
+    if isinstance(raw, dict) and "ablation" in raw:
+        return "grid"
+    return "delta" if path.parent.name == "base" else "experiment"
+
+
+def _grids() -> list[Path]:
+    return [p for p in CONFIGS if _kind(p) == "grid"]
+
+
+def _printed(args: list[str], capsys) -> dict:
+    with pytest.raises(SystemExit) as exit_info:
+        make_cli(["fit", *args, "--print_config"])
+    assert exit_info.value.code in (0, None)
+    return yaml.safe_load(capsys.readouterr().out)
 
 
 def test_there_are_configs():
-    assert any(p.name == "smoke.yaml" for p in CONFIGS)
+    kinds = {_kind(p) for p in CONFIGS}
+    assert kinds == {"experiment", "delta", "grid", "menu"} and any(p.name == "smoke.yaml" for p in CONFIGS)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "experiments")))
-def test_config_parses(path: Path, capsys):
-    raw = yaml.safe_load(path.read_text())
-    if isinstance(raw, dict) and "ablation" in raw:  # `jrag ablate` grid files
-        from joint_rag.studies import load_grid
-
-        assert load_grid(path).runs()
+def test_config_parses(path: Path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    kind = _kind(path)
+    if kind == "menu":
+        assert {"frozen", "similarity"} <= set(load_menu(path))
         return
-    with pytest.raises(SystemExit) as exit_info:
-        make_cli(["fit", "-c", str(path), "--print_config"])
-    assert exit_info.value.code in (0, None)
-    printed = yaml.safe_load(capsys.readouterr().out)
+    if kind == "grid":
+        grid = load_grid(path)
+        assert grid.runs()
+        printed = _printed(config_args(grid.bases, grid.flags_for(*grid.runs()[0])), capsys)
+    elif kind == "delta":
+        grids = [g for g in _grids() if path.resolve() in [b.resolve() for b in load_grid(g).bases]]
+        assert grids, f"{path} is a delta file no grid names"
+        printed = _printed(config_args(load_grid(grids[0]).bases), capsys)
+    else:
+        printed = _printed(["-c", str(path)], capsys)
     assert "model" in printed and "data" in printed
+
+
+@pytest.mark.parametrize("row", sorted(load_menu(MENU)))
+def test_every_menu_row_builds_on_the_smoke_base(row: str, capsys):
+    flags = [override(k, v) for k, v in load_menu(MENU)[row].items()]
+    printed = _printed(["-c", str(REPO / "experiments" / "smoke.yaml"), *flags], capsys)
+    assert printed["model"]["objectives"]
 
 
 def test_bad_config_names_the_field(tmp_path, capsys):

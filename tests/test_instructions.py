@@ -135,6 +135,7 @@ def test_synthetic_pairs_are_consistent_with_the_knowledge_base():
 def test_jrag_follow_on_an_export(tmp_path, capsys):
     _, ckpt = fit_smoke(tmp_path / "run")
     export = export_checkpoint(ckpt, tmp_path / "export")
+    capsys.readouterr()  # the fit's own output ("run folder: ...")
     out = tmp_path / "follow.json"
     assert main(["follow", "--model", str(export), "--synthetic", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
@@ -194,7 +195,7 @@ def test_synthetic_source_holds_out_towns_for_instruction_pairs():
 
 
 def test_validation_logs_p_mrr_with_instruction_pairs(tmp_path):
-    from joint_rag.cli import make_cli
+    from joint_rag.config import make_cli
 
     cli = make_cli(
         [
@@ -211,6 +212,6 @@ def test_validation_logs_p_mrr_with_instruction_pairs(tmp_path):
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     metrics = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]
     assert -1.0 < metrics["val/p_mrr"] < 1.0
-    direct = cli.model.instruction_following(cli.datamodule.data.instruction_pairs)
+    direct = cli.model.system.instruction_following(cli.datamodule.data.instruction_pairs)
     assert direct["p_mrr"] == pytest.approx(metrics["val/p_mrr"], abs=1e-6)
     assert direct["changed_passages"] > 0

@@ -1,4 +1,5 @@
-"""JointRAG.from_pretrained: same scores and answers as the in-memory module; damaged exports refused."""
+"""JointRAG.from_pretrained: the same scores and answers as the in-memory system; damaged
+exports refused with one line naming the file; `jrag answer`."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 from joint_rag import JointRAG
 from joint_rag.cli import main
 from joint_rag.export import export_module
-from joint_rag.models.scoring import score_candidates
+from joint_rag.kernels import similarity
 from joint_rag.pipeline import ExportFormatError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,11 +28,12 @@ QUESTIONS = [
 
 
 def _make(tiny_module, tmp_path: Path, **kwargs):
-    """(module in eval mode with a fresh index, its export loaded as JointRAG, export folder)."""
+    """(the module's system in eval mode with a fresh index, its export loaded, export folder)."""
     module, data = tiny_module(**kwargs)
     out = export_module(module, tmp_path / "exp", data.corpus)
-    module.eval().build_index(show_progress=False)
-    return module, JointRAG.from_pretrained(out), out
+    system = module.system.eval()
+    system.build_index(show_progress=False)
+    return system, JointRAG.from_pretrained(out), out
 
 
 @pytest.fixture(scope="module")
@@ -52,59 +54,63 @@ def exported(tmp_path_factory) -> Path:
     return export_module(module, tmp_path_factory.mktemp("pipeline") / "exp", data.corpus)
 
 
-@pytest.mark.parametrize(
-    "kwargs",
-    [{}, {"similarity": "maxsim"}, {"similarity": "cosine"}],
-    ids=["flat_cosine", "maxsim", "cosine"],
-)
-def test_same_scores_and_answers_as_module(tiny_module, tmp_path, kwargs):
-    module, rag, _ = _make(tiny_module, tmp_path, **kwargs)
+@pytest.mark.parametrize("similarity_name", ["flat_cosine", "maxsim", "cosine", "dot"])
+def test_same_scores_and_answers_as_the_system(tiny_module, tmp_path, similarity_name):
+    system, rag, _ = _make(tiny_module, tmp_path, similarity=similarity_name)
     instructions = [None, "Prefer passages about people.", None]
     for instr in (None, instructions):
-        s_mod, ids_mod = module.search(QUESTIONS, instr, 6)
-        s_rag, ids_rag = rag.search(QUESTIONS, instr, 6)
-        assert ids_mod == ids_rag and torch.equal(s_mod, s_rag)
-        ranked, cands = module.rank(QUESTIONS, instr)
-        # exact scores as the module computes them in rank(), best first
-        q = module.encode_queries(QUESTIONS, instr)
-        with torch.no_grad():
-            expected = [
-                score_candidates(q[b : b + 1], module._retrieval_for(row).unsqueeze(0), module.similarity)[0]
-                for b, row in enumerate(ranked)
-            ]
+        s_sys, ids_sys = system.search(QUESTIONS, instr, 6)
+        s_rag, ids_rag = rag.system.search(QUESTIONS, instr, 6)
+        assert ids_sys == ids_rag and torch.equal(s_sys, s_rag)
+        ranked = system.rank(QUESTIONS, instr, 10)
         got = rag.retrieve(QUESTIONS, k=5, instructions=instr)
-        for b, row in enumerate(got):
-            assert [pid for pid, _ in row] == ranked[b][:5]
-            assert torch.equal(torch.tensor([s for _, s in row], dtype=torch.float32), expected[b][:5])
+        for (ids, scores), row in zip(ranked, got):
+            assert [pid for pid, _ in row] == ids[:5]
+            assert torch.equal(torch.tensor([s for _, s in row]), scores[:5])
         answers = rag.answer(QUESTIONS, instr)
-        assert [a["answer"] for a in answers] == module.answer_from_candidates(QUESTIONS, instr, cands)
-        for b, a in enumerate(answers):
-            assert [p["id"] for p in a["passages"]] == ranked[b][: module.selector.k]
-            assert a["passages"][0]["score"] == got[b][0][1]
+        assert [a["answer"] for a in answers] == system.answer(
+            QUESTIONS, instr, [ids[:4] for ids, _ in ranked]
+        )
+        for (ids, _), a in zip(ranked, answers):
+            assert [p["id"] for p in a["passages"]] == ids[: system.selector.k]
             assert set(a["passages"][0]) == {"id", "title", "text", "score"}
+
+
+@pytest.mark.parametrize("similarity_name", ["maxsim", "flat_cosine"])
+def test_search_is_exact_for_the_configured_similarity(tiny_module, tmp_path, similarity_name):
+    """The index searches by the YAML similarity itself (exact MaxSim, no proxy): its top-k is the
+    dense scorer's over every passage (up to the order of scores tied within 1e-5: the tiny
+    random models score every passage alike)."""
+    system, rag, _ = _make(tiny_module, tmp_path, similarity=similarity_name)
+    with torch.no_grad():
+        q = system.encode_queries(QUESTIONS)  # (B, R, D)
+        dense = similarity(q, system.retrieval_of(system.corpus.ids), similarity_name)  # (B, N)
+    want = dense.topk(5, dim=1).values
+    for scores, ids in (system.search(QUESTIONS, None, 5), rag.system.search(QUESTIONS, None, 5)):
+        assert torch.allclose(scores, want, atol=1e-5)
+        rows = torch.tensor([[system.corpus.index_of(p) for p in row] for row in ids])
+        assert torch.allclose(dense.gather(1, rows), scores, atol=1e-5)  # each id carries its own score
 
 
 def test_text_mode_generator_round_trip(tiny_module, tmp_path):
     from joint_rag.models import Generator
 
-    module, rag, _ = _make(
+    system, rag, out = _make(
         tiny_module, tmp_path, generator=Generator("tiny-llama", mode="text", max_new_tokens=4)
     )
-    assert rag.generator.mode == "text"
-    _, cands = module.rank(QUESTIONS, None)
-    assert [a["answer"] for a in rag.answer(QUESTIONS)] == module.answer_from_candidates(
-        QUESTIONS, None, cands
-    )
+    assert rag.system.generator.mode == "text" and not (out / "corpus_memory.safetensors").exists()
+    ranked = [ids[:4] for ids, _ in system.rank(QUESTIONS, None, 10)]
+    assert [a["answer"] for a in rag.answer(QUESTIONS)] == system.answer(QUESTIONS, None, ranked)
 
 
 def test_generator_logprobs_identical(tiny_module, tmp_path):
-    module, rag, _ = _make(tiny_module, tmp_path)
+    system, rag, _ = _make(tiny_module, tmp_path)
     memory = torch.randn(len(QUESTIONS), 2, 2, 32)
     with torch.no_grad():
-        a = module.generator(QUESTIONS, ["a", "bb", "ccc"], memory=memory).token_logprobs
-        b = rag.generator(QUESTIONS, ["a", "bb", "ccc"], memory=memory).token_logprobs
+        a = system.generator(QUESTIONS, ["a", "bb", "ccc"], memory=memory).token_logprobs
+        b = rag.system.generator(QUESTIONS, ["a", "bb", "ccc"], memory=memory).token_logprobs
     assert torch.equal(a, b)
-    assert not rag.training and not rag.generator.model.training
+    assert not rag.system.training and not rag.system.generator.model.training
 
 
 def test_bad_questions_are_refused(exported):
@@ -121,6 +127,10 @@ def test_bad_questions_are_refused(exported):
         rag.retrieve(["ok"], k=0)
 
 
+def _edit_json(path: Path, **changes) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
 def _corrupt(folder: Path, how: str) -> str:
     """Damage a copy of an export; returns text the error must contain."""
     if how == "missing_weights":
@@ -135,18 +145,23 @@ def _corrupt(folder: Path, how: str) -> str:
     if how == "garbage_compressor_json":
         (folder / "compressor" / "compressor.json").write_text("[1, 2]")
         return "compressor.json: expected a JSON object"
+    if how == "unknown_compressor_key":
+        _edit_json(folder / "compressor" / "compressor.json", memory_kind="tokens")
+        return "['memory_kind'] are not arguments of Compressor"
     if how == "newer_format":
-        manifest = json.loads((folder / "joint_rag.json").read_text())
-        (folder / "joint_rag.json").write_text(json.dumps({**manifest, "format_version": 999}))
+        _edit_json(folder / "joint_rag.json", format_version=999)
         return "upgrade joint-rag"
+    if how == "older_format":
+        _edit_json(folder / "joint_rag.json", format_version=1)
+        return "re-export it with this version: `jrag export --ckpt"
     if how == "truncated_extras":
-        path = folder / "compressor" / "extras.safetensors"
+        path = folder / "compressor" / "compressor.safetensors"
         path.write_bytes(path.read_bytes()[:100])
-        return "extras.safetensors: not a readable safetensors file"
+        return "compressor.safetensors: not a readable safetensors file"
     if how == "truncated_backbone":
         path = folder / "compressor" / "model.safetensors"
         path.write_bytes(path.read_bytes()[:1000])
-        return "cannot load the backbone"
+        return "cannot build the compressor"
     if how == "corpus_mismatch":
         lines = (folder / "corpus.jsonl").read_text().splitlines()
         (folder / "corpus.jsonl").write_text("\n".join(lines[:-1]) + "\n")
@@ -155,6 +170,19 @@ def _corrupt(folder: Path, how: str) -> str:
         with (folder / "corpus.jsonl").open("a") as f:
             f.write("{oops\n")
         return "corpus.jsonl:"
+    if how == "index_of_another_similarity":
+        _edit_json(folder / "index" / "meta.json", similarity="dot")
+        return "built for similarity 'dot'"
+    if how == "memory_shape":
+        from safetensors.torch import save_file
+
+        save_file({"memory": torch.zeros(3, 2, 32)}, folder / "corpus_memory.safetensors")
+        return "corpus_memory.safetensors: expected 'memory' of shape"
+    if how == "k_above_c":
+        manifest = json.loads((folder / "joint_rag.json").read_text())
+        manifest["selector"]["k"] = manifest["K"] = 9
+        (folder / "joint_rag.json").write_text(json.dumps(manifest))
+        return "K must be <= C"
     raise AssertionError(how)
 
 
@@ -165,11 +193,16 @@ def _corrupt(folder: Path, how: str) -> str:
         "missing_manifest",
         "garbage_json",
         "garbage_compressor_json",
+        "unknown_compressor_key",
         "newer_format",
+        "older_format",
         "truncated_extras",
         "truncated_backbone",
         "corpus_mismatch",
         "bad_corpus_line",
+        "index_of_another_similarity",
+        "memory_shape",
+        "k_above_c",
     ],
 )
 def test_damaged_export_is_refused(exported, tmp_path, how):
@@ -195,12 +228,19 @@ def test_cli_answer_empty_question(exported, capsys):
     assert len(err.splitlines()) == 1 and "empty" in err
 
 
+def test_cli_answer_on_a_damaged_export_is_one_line(exported, tmp_path, capsys):
+    folder = Path(shutil.copytree(exported, tmp_path / "copy"))
+    _corrupt(folder, "newer_format")
+    assert main(["answer", "--model", str(folder), "Who?"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("jrag answer: error: ") and "upgrade joint-rag" in err[0]
+    with pytest.raises(ExportFormatError):  # --traceback: the exception itself
+        main(["answer", "--traceback", "--model", str(folder), "Who?"])
+
+
 def test_cli_answer_end_to_end(exported):
     env = dict(os.environ, HF_HUB_OFFLINE="1", JRAG_PROGRESS="0", OMP_WAIT_POLICY="PASSIVE")
-    # what the `jrag` entry point runs (`python -m joint_rag.cli` would register the extra
-    # commands on a second copy of the cli module)
-    jrag = "import sys; from joint_rag.cli import main; sys.exit(main())"
-    cmd = [sys.executable, "-c", jrag, "answer", "--model", str(exported)]
+    cmd = [sys.executable, "-m", "joint_rag.cli", "answer", "--model", str(exported)]
     res = subprocess.run(
         [*cmd, "--json", *QUESTIONS[:2]], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
     )

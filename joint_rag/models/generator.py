@@ -279,7 +279,7 @@ class Generator(nn.Module):
         return GeneratorOutput(nll=nll, token_logprobs=logp, token_mask=mask)
 
     # ------------------------------------------------------------------ inference
-    def _prompt_inputs(
+    def prompt_inputs(
         self,
         queries: list[str],
         memory: Tensor | None,
@@ -308,7 +308,7 @@ class Generator(nn.Module):
             positions[b] = [S - len(p) + q for q in positions[b]]
         return self._embed(ids, positions, memory if self.mode == "memory" else None), attn
 
-    def _greedy_config(self, max_new_tokens: int) -> GenerationConfig:
+    def greedy_config(self, max_new_tokens: int) -> GenerationConfig:
         """Greedy decoding of at most ``max_new_tokens`` tokens that stops at EOS; no penalties or
         other logits processors."""
         return GenerationConfig(
@@ -332,14 +332,14 @@ class Generator(nn.Module):
 
         Decodes with Hugging Face's ``generate`` from the left-padded prompt embeddings (KV cache,
         position ids from the attention mask) under an explicit greedy ``GenerationConfig``
-        (``_greedy_config``; the checkpoint's own generation defaults are dropped at load). Each
+        (``greedy_config``; the checkpoint's own generation defaults are dropped at load). Each
         answer is its row's tokens up to the first EOS, decoded without special tokens and stripped.
         """
-        embeds, attn = self._prompt_inputs(queries, memory, passages, instructions)
+        embeds, attn = self.prompt_inputs(queries, memory, passages, instructions)
         gen = self.model.generate(
             inputs_embeds=embeds,
             attention_mask=attn,
-            generation_config=self._greedy_config(max_new_tokens or self.max_new_tokens),
+            generation_config=self.greedy_config(max_new_tokens or self.max_new_tokens),
         )  # (B, <= max_new_tokens): only the new tokens, since no input_ids are given
         answers = []
         for row in gen.tolist():

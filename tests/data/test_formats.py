@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from joint_rag.data.types import DataError
 from joint_rag.data.formats import BeirSource, HotpotQASource, SquadSource
 from joint_rag.data.splits import group_overlap
+from joint_rag.data.types import DataError
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data folder {DATA} is absent")

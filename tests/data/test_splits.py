@@ -2,8 +2,8 @@
 
 import pytest
 
-from joint_rag.data.types import Corpus, DataError, Example, Passage
 from joint_rag.data.splits import example_components, group_overlap, limit, split_by_group
+from joint_rag.data.types import Corpus, DataError, Example, Passage
 
 
 def _corpus(n_groups: int = 20, per_group: int = 2) -> Corpus:

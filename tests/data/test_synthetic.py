@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from joint_rag.data.splits import group_overlap
 from joint_rag.data.knowledge_base import build_knowledge_base
+from joint_rag.data.splits import group_overlap
 from joint_rag.data.synthetic import SyntheticSource
 
 

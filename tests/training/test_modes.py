@@ -75,14 +75,18 @@ class _RecordModes(pl.Callback):
 
 
 def test_modes_in_a_lightning_fit(tiny_module, tmp_path):
-    from joint_rag.training.datamodule import RAGDataModule
     from joint_rag.data.synthetic import SyntheticSource
     from joint_rag.training import IndexRefresh
+    from joint_rag.training.datamodule import RAGDataModule
 
     torch.manual_seed(0)
     module, _ = tiny_module(freeze_passage_encoder=True, freeze_query_encoder=True)
     # as from_pretrained leaves them: backbones in eval mode inside wrappers in train mode
-    for part in (module.system.compressor.backbone, module.system.query_encoder.backbone, module.system.generator):
+    for part in (
+        module.system.compressor.backbone,
+        module.system.query_encoder.backbone,
+        module.system.generator,
+    ):
         part.eval()
     record = _RecordModes()
     trainer = pl.Trainer(
