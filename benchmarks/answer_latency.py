@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import statistics
@@ -31,6 +30,7 @@ import time
 from pathlib import Path
 
 import joint_rag  # noqa: F401  - sets OMP_WAIT_POLICY before torch loads
+from joint_rag.atomic import write_json
 from joint_rag.pipeline import JointRAG
 
 import torch  # noqa: E402  isort: skip
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeats, --max-new-tokens and --batch-size must be >= 1")
     result = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     for r in result["rows"]:
         print(
             f"{r['name']:>22}: prompt {r['prompt_tokens']:5d} tok  total {r['total_s'] * 1e3:8.1f} ms  "

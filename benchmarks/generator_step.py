@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import joint_rag  # noqa: F401  - sets OMP_WAIT_POLICY before torch loads
+from joint_rag.atomic import write_json
 from joint_rag.models import generator as generator_mod
 
 import torch  # noqa: E402  isort: skip
@@ -180,11 +181,7 @@ def main() -> None:
             peaks["all_positions"]["peak_extra_mib"] - peaks["answer_positions"]["peak_extra_mib"], 1
         ),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out)
+    write_json(Path(args.out), result)
     print(
         json.dumps(
             {k: result[k] for k in ("median_step_s", "speedup_answer_vs_all", "peak_rss_above_loaded_model")},

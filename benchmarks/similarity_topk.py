@@ -35,6 +35,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
+from joint_rag.atomic import atomic_write  # noqa: E402
 from joint_rag.kernels import (  # noqa: E402
     dispatch,  # noqa: E402
     similarity_topk,
@@ -83,11 +84,8 @@ class Recorder:
         self.save()
 
     def save(self) -> None:
-        """Write to a temporary file, then rename, so a killed run never leaves half a JSON."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(self.result, indent=1) + "\n")
-        os.replace(tmp, self.path)
+        """Write through joint_rag.atomic, so a killed run never leaves half a JSON."""
+        atomic_write(self.path, json.dumps(self.result, indent=1) + "\n")
 
 
 # ---- CPU ---------------------------------------------------------------------------------------

@@ -94,7 +94,7 @@ def save_system(
     check_out_dir(out, overwrite)
     if system.corpus is None:
         raise ExportError("the system has no corpus attached: nothing to index")
-    memory, retrieval = system.encode_corpus(show_progress=False)  # (N, M, H) or None, (N, R, D)
+    memory, retrieval = system.encode_corpus()  # (N, M, H) or None, (N, R, D)
     index = PassageIndex(retrieval, system.corpus.ids, system.similarity, system.index_backend, step)
     with atomic_dir(out) as tmp:
         system.compressor.save_pretrained(tmp / COMPRESSOR_DIR)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
 from pathlib import Path
@@ -71,8 +72,9 @@ def write_results(
     for variant, row in table.items():
         lines_csv.append([variant, "mean", *[f"{row[m][0]:.4f}" if m in row else "" for m in metrics]])
         lines_csv.append([variant, "std", *[f"{row[m][1]:.4f}" if m in row else "" for m in metrics]])
-    with open(out / "results.csv", "w", newline="") as fh:
-        csv.writer(fh).writerows(lines_csv)
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(lines_csv)
+    atomic_write(out / "results.csv", buffer.getvalue())
     frozen = table.get("frozen", {})
     lines = [
         f"# Ablation `{title}`",
@@ -116,5 +118,7 @@ def plot(table: dict, metrics: list[str], path: Path) -> None:
         ax.set_title(metric)
         ax.set_ylim(min(0.0, *means), 1)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=110)
     plt.close(fig)
+    atomic_write(path, image.getvalue())

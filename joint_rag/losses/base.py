@@ -10,11 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
-
-#: generator signals an objective may ask for
-SIGNALS = frozenset({"answer_nll", "token_logprobs", "passage_loglik", "pretrain"})
 
 
 @dataclass
@@ -24,9 +20,9 @@ class ObjectiveInputs:
     Attributes:
         scores: (B, C) retriever scores over each query's candidates (differentiable).
         gold: (B, C) bool, which candidates are gold passages.
-        inbatch_scores: (B, B*C) each query against every candidate in the batch (in-batch
-            negatives), or None.
-        inbatch_gold: (B, B*C) bool gold mask for `inbatch_scores` (matched by passage id).
+        inbatch_scores: (B, U) each query against the U unique candidates of the batch
+            (in-batch negatives), or None.
+        inbatch_gold: (B, U) bool gold mask for `inbatch_scores` (matched by passage id).
         selected: (B, K) long, candidates chosen by the top-k (indices into C).
         answer_nll: (B,) answer NLL given the selected memory, computed through the
             straight-through top-k (so its gradient reaches `scores`).
@@ -58,20 +54,11 @@ class ObjectiveInputs:
 class Objective(nn.Module):
     """Base class: `forward(inputs) -> {term_name: scalar tensor}`.
 
-    Subclasses set `needs` (a subset of SIGNALS) so the module computes only the generator
-    signals that some objective reads.
+    Subclasses set `needs`, the generator signals they read, a subset of {"answer_nll",
+    "token_logprobs", "passage_loglik", "pretrain"}, so the module computes only those.
     """
 
     needs: frozenset[str] = frozenset()
-    #: does this objective train the retriever (scores) at all?
-    trains_retriever: bool = True
 
     def forward(self, inputs: ObjectiveInputs) -> dict[str, Tensor]:  # pragma: no cover
         raise NotImplementedError
-
-
-def masked_log_softmax(x: Tensor, mask: Tensor | None, dim: int = -1) -> Tensor:
-    """log_softmax over entries where mask is True (others get -inf)."""
-    if mask is not None:
-        x = x.masked_fill(~mask, float("-inf"))
-    return torch.log_softmax(x, dim=dim)

@@ -2,12 +2,14 @@
 
     total = sum_i weight_i * sum(terms of objective_i)
 
-Logged terms are `{objective_name}/{term}`. A YAML entry looks like::
+Logged terms are `{objective_name}/{term}`. In YAML the objectives and their weights are two
+mappings of the training module (a missing weight is 1.0)::
 
-    objectives:
-      end_to_end: {weight: 1.0, objective: {class_path: joint_rag.losses.EndToEnd}}
-      similarity: {weight: 0.5, objective: {class_path: joint_rag.losses.Similarity,
-                                            init_args: {temperature: 0.05}}}
+    model:
+      objectives:
+        end_to_end: {class_path: joint_rag.losses.EndToEnd}
+        similarity: {class_path: joint_rag.losses.Similarity, init_args: {temperature: 0.05}}
+      objective_weights: {end_to_end: 1.0, similarity: 0.5}
 """
 
 from __future__ import annotations

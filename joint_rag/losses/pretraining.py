@@ -63,7 +63,6 @@ class CompressorPretraining(Objective):
     """
 
     needs = frozenset({"pretrain"})
-    trains_retriever = False
 
     def __init__(self, task: str = "reconstruct", nll_weight: float = 1.0, mse_weight: float = 1.0) -> None:
         super().__init__()

@@ -41,10 +41,9 @@ from joint_rag.models.backbones import (
 )
 from joint_rag.models.saving import (
     REEXPORT,
+    build_saved,
     init_args,
     load_state,
-    quiet_transformers,
-    read_config,
     read_tensors,
     save_backbone,
     save_config,
@@ -247,12 +246,7 @@ class Compressor(nn.Module):
     def from_pretrained(cls, folder: str | Path) -> Compressor:
         """A Compressor saved by :meth:`save_pretrained` (ExportFormatError naming the file)."""
         folder = Path(folder)
-        config = read_config(folder, CONFIG_NAME, cls)
-        try:
-            with quiet_transformers():
-                comp = cls(**{**config, "backbone": str(folder)})
-        except Exception as err:  # noqa: BLE001 - HF raises many types for a damaged folder
-            raise ExportFormatError(f"{folder}: cannot build the compressor ({err}); {REEXPORT}") from err
+        comp = build_saved(cls, folder, CONFIG_NAME)
         path = folder / f"{CONFIG_NAME}.safetensors"
         tensors = read_tensors(path)
         memory_tokens = tensors.get("memory_tokens")

@@ -24,16 +24,8 @@ import torch
 from torch import Tensor, nn
 from transformers import GenerationConfig
 
-from joint_rag.errors import ExportFormatError
 from joint_rag.models.backbones import DECODER_LORA_TARGETS, add_lora, load_backbone
-from joint_rag.models.saving import (
-    REEXPORT,
-    init_args,
-    quiet_transformers,
-    read_config,
-    save_backbone,
-    save_config,
-)
+from joint_rag.models.saving import build_saved, init_args, save_backbone, save_config
 
 CONFIG_NAME = "generator"  # generator.json: the constructor arguments
 
@@ -131,13 +123,7 @@ class Generator(nn.Module):
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> Generator:
         """A Generator saved by :meth:`save_pretrained` (ExportFormatError naming the folder)."""
-        folder = Path(folder)
-        config = read_config(folder, CONFIG_NAME, cls)
-        try:
-            with quiet_transformers():
-                return cls(**{**config, "backbone": str(folder)})
-        except Exception as err:  # noqa: BLE001 - HF raises many types for a damaged folder
-            raise ExportFormatError(f"{folder}: cannot load the generator ({err}); {REEXPORT}") from err
+        return build_saved(cls, Path(folder), CONFIG_NAME)
 
     @property
     def hidden_size(self) -> int:

@@ -65,6 +65,17 @@ def read_config(folder: Path, name: str, cls: type) -> dict[str, Any]:
     return obj
 
 
+def build_saved(cls: type, folder: Path, name: str):
+    """``cls(**<name>.json)`` with the folder itself as the backbone; a folder that does not load
+    is an ExportFormatError naming it."""
+    config = read_config(folder, name, cls)
+    try:
+        with quiet_transformers():
+            return cls(**{**config, "backbone": str(folder)})
+    except Exception as err:  # noqa: BLE001 - HF raises many types for a damaged folder
+        raise ExportFormatError(f"{folder}: cannot build the {name} ({err}); {REEXPORT}") from err
+
+
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from ``path``; ExportFormatError naming the file otherwise."""
     if not path.is_file():

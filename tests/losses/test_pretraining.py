@@ -59,7 +59,6 @@ def test_mse_gradient_moves_memory_towards_tokens() -> None:
 
 def test_errors_and_flags() -> None:
     assert CompressorPretraining.needs == frozenset({"pretrain"})
-    assert CompressorPretraining.trains_retriever is False
     with pytest.raises(ValueError, match="task"):
         CompressorPretraining(task="summarize")
     with pytest.raises(ValueError, match="inputs.pretrain"):
