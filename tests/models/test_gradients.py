@@ -57,7 +57,9 @@ def test_mean_pool_retrieval_and_maxsim_also_train(tiny_module):
         comp = Compressor("tiny-bert", num_memory_tokens=2, max_length=48, retrieval=retrieval)
         module, data = tiny_module(compressor=comp, similarity=similarity)
         run_step(module, data)
-        query = [p for n, p in module.system.query_encoder.named_parameters() if not n.startswith("projector.")]
+        query = [
+            p for n, p in module.system.query_encoder.named_parameters() if not n.startswith("projector.")
+        ]
         assert grad_norm(query) > 0, similarity
 
 
