@@ -40,7 +40,7 @@ from joint_rag.data.types import Corpus, DataError, Passage
 from joint_rag.errors import ExportError, ExportFormatError, IndexFormatError
 from joint_rag.models.compressor import Compressor
 from joint_rag.models.generator import Generator
-from joint_rag.models.saving import REEXPORT, quiet_transformers, read_json, read_tensors
+from joint_rag.models.saving import REEXPORT, quiet_transformers, read_json, read_tensors, weights_fingerprint
 from joint_rag.models.selection import TopKSelector
 from joint_rag.retrieval.index import PassageIndex
 from joint_rag.system import RAGSystem
@@ -101,6 +101,7 @@ def save_system(
         if not system.shares_query_encoder:
             system.query_encoder.save_pretrained(tmp / QUERY_ENCODER_DIR, projector=False)
         system.generator.save_pretrained(tmp / GENERATOR_DIR)
+        index.fingerprint = _fingerprints(tmp, system.corpus)
         index.save(tmp / INDEX_DIR)
         if memory is not None:
             save_file({"memory": memory.cpu().contiguous()}, tmp / MEMORY_FILE)
@@ -258,6 +259,12 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
+def _fingerprints(folder: Path, corpus: Corpus) -> dict[str, str]:
+    """What an export's index must have been built from: its passage encoder's weight files and
+    its corpus."""
+    return {"encoder": weights_fingerprint(folder / COMPRESSOR_DIR), "corpus": corpus.fingerprint()}
+
+
 def _check_files(folder: Path, manifest: dict[str, Any]) -> None:
     """Every file the loader needs is present (all missing ones named at once)."""
     parts = [(COMPRESSOR_DIR, "compressor"), (GENERATOR_DIR, "generator")]
@@ -328,18 +335,18 @@ def load_system(directory: str | os.PathLike, device: str | torch.device = "cpu"
     system.attach_corpus(corpus)
     system.to(device).eval()
     try:
-        index = PassageIndex.load(folder / INDEX_DIR, device=device)
+        index = PassageIndex.load(
+            folder / INDEX_DIR,
+            device=device,
+            expect=_fingerprints(folder, corpus),
+            similarity=system.similarity,
+        )
     except IndexFormatError as err:
-        raise ExportFormatError(f"{err}; {REEXPORT}") from err
+        raise ExportFormatError(f"{err} (the folder mixes two exports?); {REEXPORT}") from err
     if index.passage_ids != corpus.ids:
         raise ExportFormatError(
             f"{folder / INDEX_DIR} holds {len(index)} passages but {folder / CORPUS_FILE} {len(corpus)} "
             f"(or in another order); the folder mixes two exports: {REEXPORT}"
-        )
-    if index.similarity != system.similarity:
-        raise ExportFormatError(
-            f"{folder / INDEX_DIR}: built for similarity {index.similarity!r}, the manifest says "
-            f"{system.similarity!r}; {REEXPORT}"
         )
     system.index = index
     if generator.mode == "memory":

@@ -167,7 +167,11 @@ class RAGSystem(nn.Module):
         """(Re)build the index over the corpus (vectors on the system's device) and cache the
         corpus memory. ``step`` records when (for staleness)."""
         memory, retrieval = self.encode_corpus(show_progress=show_progress)
-        self.index = PassageIndex(retrieval, self._corpus().ids, self.similarity, self.index_backend, step)
+        corpus = self._corpus()
+        fingerprint = {"corpus": corpus.fingerprint()}
+        self.index = PassageIndex(
+            retrieval, corpus.ids, self.similarity, self.index_backend, step, fingerprint
+        )
         self.corpus_memory = memory
         return self.index
 

@@ -172,7 +172,7 @@ def _corrupt(folder: Path, how: str) -> str:
         return "corpus.jsonl:"
     if how == "index_of_another_similarity":
         _edit_json(folder / "index" / "meta.json", similarity="dot")
-        return "built for similarity 'dot'"
+        return "built for similarity 'dot', expected 'flat_cosine'"
     if how == "memory_shape":
         from safetensors.torch import save_file
 
@@ -213,6 +213,40 @@ def test_damaged_export_is_refused(exported, tmp_path, how):
     message = str(info.value)
     assert expected in message, message
     assert "re-export" in message or "upgrade" in message
+
+
+def test_parts_of_another_export_with_the_same_shapes_are_refused(exported, tmp_path):
+    """An index copied from an export of another (same-shaped) encoder, or a corpus whose text
+    changed, no longer loads silently: the index's fingerprints name both sides."""
+    from joint_rag.data.synthetic import SyntheticSource
+    from joint_rag.models import Compressor, Generator, TopKSelector
+    from joint_rag.training import JointRAGModule
+
+    torch.manual_seed(1)  # another seed: other weights, the same shapes
+    data = SyntheticSource(num_entities=12, seed=0).load()
+    other = JointRAGModule(
+        Compressor("tiny-bert", num_memory_tokens=2, max_length=48),
+        Generator("tiny-llama", max_new_tokens=3),
+        selector=TopKSelector(k=2),
+        num_candidates=4,
+    )
+    other_export = export_module(other, tmp_path / "other", data.corpus)
+    folder = Path(shutil.copytree(exported, tmp_path / "mixed"))
+    shutil.rmtree(folder / "index")
+    shutil.copytree(other_export / "index", folder / "index")
+    with pytest.raises(
+        ExportFormatError, match=r"built with encoder sha256:\w+, but this encoder is sha256:\w+"
+    ):
+        JointRAG.from_pretrained(folder)
+    folder = Path(shutil.copytree(exported, tmp_path / "edited"))
+    lines = (folder / "corpus.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    lines[0] = json.dumps({**first, "text": first["text"] + " (edited)"})
+    (folder / "corpus.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(
+        ExportFormatError, match=r"built with corpus sha256:\w+, but this corpus is sha256:\w+"
+    ):
+        JointRAG.from_pretrained(folder)
 
 
 def test_not_a_folder(tmp_path):

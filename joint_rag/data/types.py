@@ -7,6 +7,7 @@ so everything downstream (collate, index, training, evaluation) sees one format.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -86,6 +87,14 @@ class Corpus(Sequence[Passage]):
 
     def texts(self) -> list[str]:
         return [p.full_text() for p in self.passages]
+
+    def fingerprint(self) -> str:
+        """sha256 of the passages in order (ids, titles, texts): equal exactly for the same corpus."""
+        digest = hashlib.sha256()
+        for p in self.passages:
+            for part in (p.passage_id, p.title, p.text):
+                digest.update(part.encode("utf-8") + b"\x00")
+        return f"sha256:{digest.hexdigest()[:16]}"
 
 
 @dataclass

@@ -10,6 +10,7 @@ outside the backbone. Safetensors and JSON only, never pickle. Loading errors ra
 from __future__ import annotations
 
 import copy
+import hashlib
 import inspect
 import json
 from collections.abc import Iterator
@@ -45,6 +46,21 @@ def save_backbone(model: nn.Module, tokenizer, folder: Path) -> None:
     with quiet_transformers():
         merged(model).save_pretrained(folder, safe_serialization=True)
         tokenizer.save_pretrained(folder)
+
+
+def weights_fingerprint(folder: Path) -> str:
+    """sha256 of a saved module's weight files (``*.safetensors`` in ``folder``, by name): what the
+    index of an export records about the passage encoder that built it."""
+    digest = hashlib.sha256()
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise ExportFormatError(f"{folder}: no .safetensors weights to fingerprint; {REEXPORT}")
+    for path in files:
+        digest.update(path.name.encode() + b"\x00")
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return f"sha256:{digest.hexdigest()[:16]}"
 
 
 def save_config(folder: Path, name: str, config: dict[str, Any]) -> None:

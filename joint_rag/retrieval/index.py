@@ -12,8 +12,11 @@ Two backends, chosen in YAML (``model.index_backend``):
   GPUs, CPU faiss otherwise. MaxSim has no such vector and is refused.
 
 On disk an index is a folder: ``vectors.safetensors`` (the stored vectors), ``passage_ids.json``
-and ``meta.json`` (format, similarity, backend, shape, the step the vectors were computed at).
-Saved through ``joint_rag.atomic``: nothing half-written.
+and ``meta.json`` (format, similarity, backend, shape, the step the vectors were computed at, and
+the fingerprints of what built it: the passage encoder's weights and the corpus). ``load`` with
+``expect=`` refuses an index built by another encoder or over another corpus, and ``similarity=``
+one built for another similarity, in one line naming both fingerprints. Saved through
+``joint_rag.atomic``: nothing half-written.
 """
 
 from __future__ import annotations
@@ -90,8 +93,12 @@ class PassageIndex:
         similarity: str,
         backend: str = "exact",
         step: int = 0,
+        fingerprint: dict[str, str] | None = None,
     ) -> None:
         """Build an index from (N, R, D) retrieval vectors (row i is ``passage_ids[i]``).
+
+        ``fingerprint`` records what built the vectors, e.g. ``{"encoder": ..., "corpus": ...}``
+        (``models.saving.weights_fingerprint``, ``Corpus.fingerprint``); it is saved with the index.
 
         Raises:
             ValueError: empty, mis-shaped or non-finite vectors, id problems, bad options.
@@ -100,7 +107,9 @@ class PassageIndex:
         check_backend(backend)
         if backend == "faiss":
             flat_vectors(vectors[:0], similarity)  # refuses maxsim before any work
-        if vectors.dim() != 3 or vectors.shape[0] == 0:
+        if vectors.dim() == 3 and vectors.shape[0] == 0:
+            raise ValueError("PassageIndex: no passages to index (the corpus is empty)")
+        if vectors.dim() != 3:
             raise ValueError(f"PassageIndex: vectors must be (N >= 1, R, D), got {tuple(vectors.shape)}")
         ids = [str(p) for p in passage_ids]
         if len(ids) != vectors.shape[0]:
@@ -116,6 +125,7 @@ class PassageIndex:
         self.similarity = similarity
         self.backend = backend
         self.step = step
+        self.fingerprint = dict(fingerprint or {})
         self.vectors = stored_vectors(vectors.detach(), similarity).contiguous()  # (N, R or 1, D)
         self._faiss = (
             _faiss_index(flat_vectors(self.vectors, similarity), self.vectors.device)
@@ -180,17 +190,32 @@ class PassageIndex:
                 "backend": self.backend,
                 "shape": list(self.vectors.shape),
                 "built_at_step": self.step,
+                "fingerprint": self.fingerprint,
                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
         return target
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> PassageIndex:
+    def load(
+        cls,
+        directory: str | os.PathLike,
+        device: str | torch.device = "cpu",
+        expect: dict[str, str] | None = None,
+        similarity: str | None = None,
+    ) -> PassageIndex:
         """Load and validate an index folder written by :meth:`save`.
 
+        Args:
+            directory: the folder.
+            device: where the vectors go.
+            expect: fingerprints the index must have been built with (e.g. the passage
+                encoder's and the corpus's); a missing or different one is refused.
+            similarity: the similarity the index must have been built for.
+
         Raises:
-            IndexFormatError: missing, unreadable or disagreeing files; another format version.
+            IndexFormatError: missing, unreadable or disagreeing files; another format version;
+                another encoder, corpus or similarity than expected (both named).
         """
         folder = Path(directory)
 
@@ -220,9 +245,25 @@ class PassageIndex:
                 f"{VECTORS_FILE} holds {tuple(vectors.shape)}, {META_FILE} says {meta.get('shape')}, "
                 f"{IDS_FILE} has {len(ids)} ids; rebuild the index"
             )
+        if similarity is not None and meta.get("similarity") != similarity:
+            raise fail(
+                f"built for similarity {meta.get('similarity')!r}, expected {similarity!r}; rebuild the index"
+            )
+        saved = meta.get("fingerprint") or {}
+        for key, value in (expect or {}).items():
+            if saved.get(key) != value:
+                raise fail(
+                    f"built with {key} {saved.get(key) or '(no fingerprint)'}, but this {key} is {value}: "
+                    "the index belongs to another run; rebuild the index"
+                )
         try:
             return cls(
-                vectors.to(device), ids, meta["similarity"], meta["backend"], int(meta["built_at_step"])
+                vectors.to(device),
+                ids,
+                meta["similarity"],
+                meta["backend"],
+                int(meta["built_at_step"]),
+                saved,
             )
         except (KeyError, ValueError) as err:
             raise fail(f"{META_FILE}: {err}") from err

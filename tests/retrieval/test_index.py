@@ -67,7 +67,7 @@ def test_k_larger_than_n_is_clamped() -> None:
 
 def test_build_errors() -> None:
     vectors, _, ids = _data(n=5)
-    with pytest.raises(ValueError, match=r"\(N >= 1, R, D\)"):
+    with pytest.raises(ValueError, match="no passages to index"):
         PassageIndex(torch.empty(0, 1, 8), [], "dot")
     with pytest.raises(ValueError, match=r"\(N >= 1, R, D\)"):
         PassageIndex(torch.ones(5, 8), ids, "dot")
@@ -170,3 +170,24 @@ def test_load_validation(tmp_path) -> None:
     (folder / "vectors.safetensors").write_bytes(b"not safetensors at all")
     with pytest.raises(IndexFormatError, match="unreadable"):
         PassageIndex.load(folder)
+
+
+def test_an_index_knows_what_built_it(tmp_path) -> None:
+    vectors, _, ids = _data(n=5)
+    built = {"encoder": "sha256:aaaa", "corpus": "sha256:cccc"}
+    target = PassageIndex(vectors, ids, "cosine", fingerprint=built).save(tmp_path / "idx")
+    loaded = PassageIndex.load(target, expect=built, similarity="cosine")
+    assert loaded.fingerprint == built
+    with pytest.raises(
+        IndexFormatError, match="built with encoder sha256:aaaa, but this encoder is sha256:bbbb"
+    ):
+        PassageIndex.load(target, expect={"encoder": "sha256:bbbb"})
+    with pytest.raises(
+        IndexFormatError, match="built with corpus sha256:cccc, but this corpus is sha256:dddd"
+    ):
+        PassageIndex.load(target, expect={"corpus": "sha256:dddd"})
+    with pytest.raises(IndexFormatError, match="built for similarity 'cosine', expected 'dot'"):
+        PassageIndex.load(target, similarity="dot")
+    bare = PassageIndex(vectors, ids, "cosine").save(tmp_path / "bare")
+    with pytest.raises(IndexFormatError, match=r"built with encoder \(no fingerprint\)"):
+        PassageIndex.load(bare, expect={"encoder": "sha256:aaaa"})
