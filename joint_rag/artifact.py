@@ -95,7 +95,14 @@ def save_system(
     if system.corpus is None:
         raise ExportError("the system has no corpus attached: nothing to index")
     memory, retrieval = system.encode_corpus()  # (N, M, H) or None, (N, R, D)
-    index = PassageIndex(retrieval, system.corpus.ids, system.similarity, system.index_backend, step)
+    index = PassageIndex(
+        retrieval,
+        system.corpus.ids,
+        system.similarity,
+        system.index_backend,
+        step,
+        params=system.index_params,
+    )
     with atomic_dir(out) as tmp:
         system.compressor.save_pretrained(tmp / COMPRESSOR_DIR)
         if not system.shares_query_encoder:
@@ -148,6 +155,7 @@ def _manifest(system: RAGSystem, retrieval: torch.Tensor, step: int) -> dict[str
             "query_encoder": "shared" if system.shares_query_encoder else "separate",
             "index_backend": system.index_backend,
             "encode_batch_size": system.encode_batch_size,
+            "index_params": system.index_params,
         },
         "selector": system.selector.init_args,
         "K": K,
@@ -317,6 +325,7 @@ def load_system(directory: str | os.PathLike, device: str | torch.device = "cpu"
             query_encoder=query_encoder,
             index_backend=settings["index_backend"],
             encode_batch_size=settings["encode_batch_size"],
+            index_params=settings.get("index_params"),
         )
     except (TypeError, ValueError) as err:
         raise ExportFormatError(f"{folder / MANIFEST}: {err}; {REEXPORT}") from err

@@ -68,8 +68,11 @@ class RAGSystem(nn.Module):
             A separate query encoder uses the compressor's projector under memory retrieval
             (queries and passage memory in one space) and none under mean pooling.
         index_backend: "exact" (``joint_rag.kernels.similarity_topk``: Triton on CUDA, chunked
-            torch on the CPU) or "faiss" (flat inner product; not for maxsim).
+            torch on the CPU), or a faiss type: "faiss" (flat), "faiss_ivf", "faiss_ivfpq",
+            "faiss_hnsw" (approximate; none for maxsim). See ``retrieval/faiss_types.py``.
         encode_batch_size: passages per batch when encoding the corpus.
+        index_params: parameters of a faiss type (nlist, nprobe, pq_m, pq_bits, hnsw_m,
+            ef_search, ef_construction, train_size, use_gpu, seed); defaults from N.
     """
 
     def __init__(
@@ -82,14 +85,19 @@ class RAGSystem(nn.Module):
         query_encoder: str | Compressor = "separate",
         index_backend: str = "exact",
         encode_batch_size: int = 64,
+        index_params: dict | None = None,
     ) -> None:
         super().__init__()
         check_similarity(similarity)
         check_backend(index_backend)
         if isinstance(query_encoder, str) and query_encoder not in QUERY_ENCODERS:
             raise ValueError(f"query_encoder must be one of {QUERY_ENCODERS}, got {query_encoder!r}")
-        if index_backend == "faiss" and similarity == "maxsim":
+        if index_backend != "exact" and similarity == "maxsim":
             raise ValueError("similarity 'maxsim' needs index_backend: exact (faiss has no MaxSim)")
+        if index_params and index_backend == "exact":
+            raise ValueError(
+                f"index_params {sorted(index_params)} apply to the faiss backends, not to 'exact'"
+            )
         self.selector = selector or TopKSelector()
         if self.selector.k > num_candidates:
             raise ValueError(
@@ -110,6 +118,7 @@ class RAGSystem(nn.Module):
         self.similarity = similarity
         self.num_candidates = num_candidates
         self.index_backend = index_backend
+        self.index_params = dict(index_params or {})
         self.encode_batch_size = encode_batch_size
         self.corpus: Corpus | None = None
         self.index: PassageIndex | None = None
@@ -170,7 +179,14 @@ class RAGSystem(nn.Module):
         corpus = self._corpus()
         fingerprint = {"corpus": corpus.fingerprint()}
         self.index = PassageIndex(
-            retrieval, corpus.ids, self.similarity, self.index_backend, step, fingerprint
+            retrieval,
+            corpus.ids,
+            self.similarity,
+            self.index_backend,
+            step,
+            fingerprint,
+            self.index_params,
+            show_progress,
         )
         self.corpus_memory = memory
         return self.index

@@ -1,15 +1,17 @@
 """The passage index: the retrieval vectors of the whole corpus, searched by the configured
 similarity (the one vocabulary of ``joint_rag.kernels``).
 
-Two backends, chosen in YAML (``model.index_backend``):
+Backends, chosen in YAML (``model.index_backend``, parameters in ``model.index_params``):
 
 - ``exact`` (default): the vectors stay on the device they were encoded on, (N, R, D), or their
   mean (N, 1, D) for ``dot``/``cosine``, and every search is
   ``joint_rag.kernels.similarity_topk``: the Triton kernel for CUDA tensors, the chunked torch
   path on the CPU. Exact for every similarity, MaxSim included.
-- ``faiss``: one vector per passage whose inner product is the score (``flat_vectors``) in a
-  flat inner-product index: faiss-GPU when the vectors are on CUDA and this faiss build has
-  GPUs, CPU faiss otherwise. MaxSim has no such vector and is refused.
+- ``faiss`` (flat, exact), ``faiss_ivf``, ``faiss_ivfpq``, ``faiss_hnsw`` (approximate): one
+  vector per passage whose inner product is the score (``flat_vectors``) in a faiss index of
+  that type (``retrieval/faiss_types.py``: parameters and their defaults from N, quantizer
+  training on a sample): faiss-GPU when the vectors are on CUDA and this faiss build has GPUs,
+  CPU faiss otherwise. MaxSim has no such vector and is refused.
 
 On disk an index is a folder: ``vectors.safetensors`` (the stored vectors), ``passage_ids.json``
 and ``meta.json`` (format, similarity, backend, shape, the step the vectors were computed at, and
@@ -36,12 +38,13 @@ from torch import Tensor
 from joint_rag.atomic import atomic_dir
 from joint_rag.errors import IndexFormatError
 from joint_rag.kernels import check_similarity, similarity_topk
+from joint_rag.retrieval import faiss_types
 
 FORMAT_VERSION = 2
 VECTORS_FILE = "vectors.safetensors"
 IDS_FILE = "passage_ids.json"
 META_FILE = "meta.json"
-BACKENDS = ("exact", "faiss")
+BACKENDS = ("exact", *faiss_types.FAISS_BACKENDS)
 
 
 def check_backend(backend: str) -> str:
@@ -81,7 +84,8 @@ class PassageIndex:
     Attributes:
         passage_ids: row -> passage id, length N.
         similarity: one of ``joint_rag.kernels.SIMILARITIES``.
-        backend: "exact" or "faiss".
+        backend: one of ``BACKENDS``.
+        params: the resolved faiss parameters (``faiss_types.FaissParams``), None for exact.
         step: global training step at which the vectors were computed (for staleness).
         vectors: (N, R, D) stored vectors (see ``stored_vectors``) on their device.
     """
@@ -94,19 +98,25 @@ class PassageIndex:
         backend: str = "exact",
         step: int = 0,
         fingerprint: dict[str, str] | None = None,
+        params: dict | None = None,
+        show_progress: bool = False,
     ) -> None:
         """Build an index from (N, R, D) retrieval vectors (row i is ``passage_ids[i]``).
 
         ``fingerprint`` records what built the vectors, e.g. ``{"encoder": ..., "corpus": ...}``
         (``models.saving.weights_fingerprint``, ``Corpus.fingerprint``); it is saved with the index.
+        ``params`` tune the faiss types (``faiss_types.PARAMS``; defaults from N); the exact
+        backend takes none.
 
         Raises:
             ValueError: empty, mis-shaped or non-finite vectors, id problems, bad options.
         """
         check_similarity(similarity)
         check_backend(backend)
-        if backend == "faiss":
+        if backend != "exact":
             flat_vectors(vectors[:0], similarity)  # refuses maxsim before any work
+        elif params:
+            raise ValueError(f"index_params {sorted(params)} apply to the faiss backends, not to 'exact'")
         if vectors.dim() == 3 and vectors.shape[0] == 0:
             raise ValueError("PassageIndex: no passages to index (the corpus is empty)")
         if vectors.dim() != 3:
@@ -127,11 +137,12 @@ class PassageIndex:
         self.step = step
         self.fingerprint = dict(fingerprint or {})
         self.vectors = stored_vectors(vectors.detach(), similarity).contiguous()  # (N, R or 1, D)
-        self._faiss = (
-            _faiss_index(flat_vectors(self.vectors, similarity), self.vectors.device)
-            if backend == "faiss"
-            else None
-        )
+        self._faiss, self.params = None, None
+        if backend != "exact":
+            flat = flat_vectors(self.vectors, similarity).cpu().contiguous().numpy()  # (N, D')
+            self.params = faiss_types.resolve(backend, params, *flat.shape)
+            on_cuda = self.vectors.device.type == "cuda"
+            self._faiss = faiss_types.build(backend, flat, self.params, on_cuda, show_progress)
 
     def __len__(self) -> int:
         return len(self.passage_ids)
@@ -165,7 +176,7 @@ class PassageIndex:
             import numpy as np
 
             q = np.ascontiguousarray(flat_vectors(queries, self.similarity).cpu().numpy())  # (B, D')
-            scores, rows = self._faiss.search(q, k)  # (B, k), (B, k)
+            scores, rows = faiss_types.search(self._faiss, self.backend, self.params, q, k)  # (B, k), (B, k)
             return torch.from_numpy(scores).to(out), torch.from_numpy(rows).long().to(out)
         q = queries.to(self.vectors.device, self.vectors.dtype)
         scores, rows = similarity_topk(q, self.vectors, k, self.similarity)  # (B, k), (B, k)
@@ -191,6 +202,7 @@ class PassageIndex:
                 "shape": list(self.vectors.shape),
                 "built_at_step": self.step,
                 "fingerprint": self.fingerprint,
+                "params": self.params.as_dict() if self.params is not None else {},
                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
@@ -264,6 +276,7 @@ class PassageIndex:
                 meta["backend"],
                 int(meta["built_at_step"]),
                 saved,
+                meta.get("params") or None,
             )
         except (KeyError, ValueError) as err:
             raise fail(f"{META_FILE}: {err}") from err
@@ -273,17 +286,3 @@ class PassageIndex:
             f"PassageIndex(N={len(self)}, vectors={tuple(self.vectors.shape)}, similarity={self.similarity!r}, "
             f"backend={self.backend!r}, device={self.device}, step={self.step})"
         )
-
-
-def _faiss_index(vectors: Tensor, device: torch.device):
-    """A flat inner-product faiss index over (N, D') vectors: on the GPU when ``device`` is CUDA
-    and this faiss build has GPUs, on the CPU otherwise."""
-    import faiss
-
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(vectors.detach().float().cpu().contiguous().numpy())
-    if device.type == "cuda" and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
-        resources = faiss.StandardGpuResources()
-        index = faiss.index_cpu_to_gpu(resources, device.index or 0, index)
-        index.referenced_resources = resources  # keep alive with the index
-    return index

@@ -62,8 +62,9 @@ class JointRAGModule(pl.LightningModule):
         encode_batch_size: batch size when encoding the corpus for the index.
         eval_generate: generate answers in validation/test (EM/F1).
         index_backend: "exact" (``joint_rag.kernels.similarity_topk``: the Triton kernel on
-            CUDA, chunked torch on the CPU; every similarity exactly) or "faiss" (flat inner
-            product, faiss-GPU on CUDA when installed; not for maxsim).
+            CUDA, chunked torch on the CPU; every similarity exactly), or a faiss type (faiss-GPU
+            on CUDA when installed; not for maxsim): "faiss" (flat), "faiss_ivf", "faiss_ivfpq",
+            "faiss_hnsw" (approximate).
         pretrain_steps: run compressor pretraining (CLaRa stage 1: answer from the gold
             passage's memory, ``pretrain_objective``) for the first this-many steps, then the
             joint objectives (stage 3) in the same fit. The index is rebuilt at the switch.
@@ -74,6 +75,9 @@ class JointRAGModule(pl.LightningModule):
         ndcg_at: cut-off of ``val/ndcg@k``.
         all_gold_at: cut-offs of ``val/all_gold@k``: the fraction of questions with every gold
             passage in the top k (multi-passage questions; equals recall@k for one gold passage).
+        index_params: parameters of a faiss index type (``retrieval/faiss_types.py``: nlist,
+            nprobe, pq_m, pq_bits, hnsw_m, ef_search, ef_construction, train_size, use_gpu, seed);
+            unset ones are chosen from the corpus size.
     """
 
     def __init__(
@@ -103,6 +107,7 @@ class JointRAGModule(pl.LightningModule):
         mrr_at: int = 10,
         ndcg_at: int = 10,
         all_gold_at: tuple[int, ...] = (),
+        index_params: dict | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -121,6 +126,7 @@ class JointRAGModule(pl.LightningModule):
             query_encoder=query_encoder,
             index_backend=index_backend,
             encode_batch_size=encode_batch_size,
+            index_params=index_params,
         )
         if freeze_passage_encoder:
             for p in self._passage_encoder_params():
