@@ -108,3 +108,20 @@ def test_an_approximate_index_trains_and_exports_from_yaml(tmp_path):
     rag = JointRAG.from_pretrained(export_module(cli.model, tmp_path / "exp"))
     assert rag.system.index.backend == "faiss_ivf" and rag.system.index.params.nprobe == 2
     assert len(rag.retrieve(["Who plays the oboe?"], k=3)[0]) == 3
+
+
+def test_index_scale_benchmark_dry_run(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "index_scale.py"
+    spec = importlib.util.spec_from_file_location("index_scale", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "scale.json"
+    assert bench.main(["--n", "3000", "--data", "clustered", "--types", "exact,faiss_ivf", "--out", str(out)]) == 0
+    run = json.loads(out.read_text())["runs"]["clustered/N=3000"]["rows"]
+    assert run["exact"]["recall@10"] == 1.0 and 0.0 < run["faiss_ivf"]["recall@10"] <= 1.0
+    assert set(run["faiss_ivf"]["speedup_vs_exact"]) == {"1", "64", "1024"}
+    assert json.loads(out.read_text())["machine"]["cpu_count"]
