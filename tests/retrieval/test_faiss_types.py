@@ -120,7 +120,10 @@ def test_index_scale_benchmark_dry_run(tmp_path):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "scale.json"
-    assert bench.main(["--n", "3000", "--data", "clustered", "--types", "exact,faiss_ivf", "--out", str(out)]) == 0
+    assert (
+        bench.main(["--n", "3000", "--data", "clustered", "--types", "exact,faiss_ivf", "--out", str(out)])
+        == 0
+    )
     run = json.loads(out.read_text())["runs"]["clustered/N=3000"]["rows"]
     assert run["exact"]["recall@10"] == 1.0 and 0.0 < run["faiss_ivf"]["recall@10"] <= 1.0
     assert set(run["faiss_ivf"]["speedup_vs_exact"]) == {"1", "64", "1024"}
