@@ -41,7 +41,9 @@ class IndexRefresh(pl.Callback):
         self.last_refresh_step = trainer.global_step
         self.refreshes += 1
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: JointRAGModule) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: JointRAGModule) -> None:
+        # on_train_start, not on_fit_start: a resumed fit has restored its global step by now,
+        # so the index is tagged with that step (staleness counts from it), not with 0
         if trainer.global_step < pl_module.pretrain_steps:
             return
         index = pl_module.system.index

@@ -60,7 +60,7 @@ def test_index_refresh_every_n_steps(tiny_module):
         fast_dev_run = False
 
     cb, trainer = IndexRefresh(every_n_steps=2, show_progress=False), _Trainer()
-    cb.on_fit_start(trainer, module)
+    cb.on_train_start(trainer, module)
     for step in range(1, 7):
         trainer.global_step = step
         cb.on_train_batch_end(trainer, module, None, None, step)
@@ -97,3 +97,34 @@ def test_metric_cutoffs_come_from_the_config(tiny_module):
     values = module.val_retrieval.compute()
     assert set(values) == set(module.val_retrieval.names)
     assert float(values["recall@1"]) <= float(values["recall@2"]) <= float(values["recall@3"])
+
+
+def test_a_resumed_fit_tags_its_index_with_the_restored_step(tmp_path):
+    """IndexRefresh builds the index once the checkpoint's global step is restored: resuming
+    from step 2 tags the first index with step 2 (staleness counts from there), not 0."""
+    from smoke_fit import fit_smoke
+
+    from joint_rag.config import make_cli
+
+    _, ckpt = fit_smoke(tmp_path / "run", "--trainer.val_check_interval=100", "--trainer.limit_val_batches=0")
+    steps = []
+
+    class Spy(IndexRefresh):
+        def _refresh(self, trainer, pl_module):
+            super()._refresh(trainer, pl_module)
+            steps.append((trainer.global_step, pl_module.system.index.step))
+
+    cli = make_cli(
+        [
+            "-c",
+            str(ckpt.parents[1] / "config.yaml"),
+            f"--trainer.default_root_dir={tmp_path / 'resumed'}",
+            "--trainer.max_steps=3",
+            "--trainer.limit_val_batches=0",
+        ],
+        run=False,
+    )
+    cli.trainer.callbacks = [c for c in cli.trainer.callbacks if not isinstance(c, IndexRefresh)]
+    cli.trainer.callbacks.append(Spy(every_n_steps=100, show_progress=False))
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=str(ckpt))
+    assert steps[0] == (2, 2) and cli.trainer.global_step == 3
