@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 
 from joint_rag.atomic import write_json
-from joint_rag.config import build, config_args, override
+from joint_rag.config import build, override
 from joint_rag.errors import GridError
 
 REQUIRED = ("frozen", "similarity")
@@ -76,11 +76,6 @@ class Grid:
         settings = {**self.overrides, **self.variants[variant]}
         settings |= {"seed_everything": seed, "trainer.default_root_dir": str(self.run_dir(variant, seed))}
         return [override(k, v) for k, v in settings.items()]
-
-    def args_for(self, variant: str, seed: int) -> list[str]:
-        """The whole LightningCLI command line of one run: ``-c`` per base file, then the flags
-        (``jrag fit`` plus these runs the same experiment)."""
-        return config_args(self.bases, self.flags_for(variant, seed))
 
 
 DEFAULT_MENU = Path("experiments/ablations/menu.yaml")

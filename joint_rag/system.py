@@ -23,12 +23,12 @@ from torch import Tensor, nn
 
 from joint_rag.data.types import Corpus, InstructionPair
 from joint_rag.instructions import evaluate_instruction_following
-from joint_rag.kernels import check_similarity
+from joint_rag.kernels import similarity
 from joint_rag.models.compressor import Compressor
 from joint_rag.models.generator import Generator
 from joint_rag.models.selection import TopKSelector
 from joint_rag.progress import progress_bar
-from joint_rag.retrieval.index import PassageIndex, check_backend
+from joint_rag.retrieval.index import PassageIndex, check_index_options
 
 QUERY_ENCODERS = ("separate", "shared")
 
@@ -88,16 +88,9 @@ class RAGSystem(nn.Module):
         index_params: dict | None = None,
     ) -> None:
         super().__init__()
-        check_similarity(similarity)
-        check_backend(index_backend)
+        check_index_options(index_backend, similarity, index_params)  # before any model work
         if isinstance(query_encoder, str) and query_encoder not in QUERY_ENCODERS:
             raise ValueError(f"query_encoder must be one of {QUERY_ENCODERS}, got {query_encoder!r}")
-        if index_backend != "exact" and similarity == "maxsim":
-            raise ValueError("similarity 'maxsim' needs index_backend: exact (faiss has no MaxSim)")
-        if index_params and index_backend == "exact":
-            raise ValueError(
-                f"index_params {sorted(index_params)} apply to the faiss backends, not to 'exact'"
-            )
         self.selector = selector or TopKSelector()
         if self.selector.k > num_candidates:
             raise ValueError(
@@ -218,8 +211,6 @@ class RAGSystem(nn.Module):
         self, queries: list[str], instructions: list[str | None] | None, candidate_ids: list[list[str]]
     ) -> list[tuple[list[str], Tensor]]:
         """Each query's own candidate list (per-example candidates), sorted by similarity."""
-        from joint_rag.kernels import similarity
-
         with eval_mode(self):
             q = self.encode_queries(queries, instructions)  # (B, R, D)
             out = []

@@ -38,7 +38,7 @@ PARAMS = (
     "seed",
 )
 ADD_CHUNK = 65536
-_GPU_RESOURCES: list = []
+_gpu_resources = None  # one faiss StandardGpuResources per process, shared by every GPU index
 
 
 @dataclass
@@ -61,11 +61,9 @@ class FaissParams:
 
 
 def resolve(backend: str, params: dict | None, n: int, dim: int) -> FaissParams:
-    """Validated parameters with the defaults chosen from N and D' (one ValueError saying what to change)."""
+    """Validated parameters with the defaults chosen from N and D' (one ValueError saying what to
+    change); the keys were checked by ``index.check_index_options``."""
     params = dict(params or {})
-    unknown = sorted(set(params) - set(PARAMS))
-    if unknown:
-        raise ValueError(f"index_params: unknown keys {unknown}; known: {list(PARAMS)}")
     p = FaissParams(**params)
     if backend in ("faiss_ivf", "faiss_ivfpq"):
         max_lists = max(1, n // 39)  # faiss wants >= 39 training points per centroid
@@ -128,9 +126,10 @@ def build(backend: str, vectors: np.ndarray, params: FaissParams, on_cuda: bool,
             )
         use_gpu = False
     if use_gpu and backend != "faiss_hnsw":  # faiss has no GPU HNSW
-        resources = faiss.StandardGpuResources()
-        _GPU_RESOURCES.append(resources)  # faiss needs them alive as long as the index
-        index = faiss.index_cpu_to_gpu(resources, 0, index)
+        global _gpu_resources
+        if _gpu_resources is None:  # reused across refreshes (each one reserves GPU scratch memory)
+            _gpu_resources = faiss.StandardGpuResources()
+        index = faiss.index_cpu_to_gpu(_gpu_resources, 0, index)
     with progress_bar(f"building {backend} index", n, show_progress) as advance:
         for start in range(0, n, ADD_CHUNK):
             chunk = vectors[start : start + ADD_CHUNK]

@@ -47,10 +47,23 @@ META_FILE = "meta.json"
 BACKENDS = ("exact", *faiss_types.FAISS_BACKENDS)
 
 
-def check_backend(backend: str) -> str:
+def check_index_options(backend: str, similarity: str, params: dict | None = None) -> None:
+    """One ValueError for an index that cannot be built: unknown similarity or backend, maxsim
+    on faiss, parameters for the exact backend or unknown to the faiss ones (values that depend
+    on N, such as nprobe <= nlist, are checked when the index is built)."""
+    check_similarity(similarity)
     if backend not in BACKENDS:
         raise ValueError(f"index backend must be one of {BACKENDS}, got {backend!r}")
-    return backend
+    if backend != "exact" and similarity == "maxsim":
+        raise ValueError(
+            "similarity 'maxsim' has no single-vector form for faiss: use index_backend: exact "
+            "(exact MaxSim through joint_rag.kernels)"
+        )
+    if params and backend == "exact":
+        raise ValueError(f"index_params {sorted(params)} apply to the faiss backends, not to 'exact'")
+    unknown = sorted(set(params or {}) - set(faiss_types.PARAMS))
+    if unknown:
+        raise ValueError(f"index_params: unknown keys {unknown}; known: {list(faiss_types.PARAMS)}")
 
 
 def stored_vectors(retrieval: Tensor, similarity: str) -> Tensor:
@@ -111,12 +124,7 @@ class PassageIndex:
         Raises:
             ValueError: empty, mis-shaped or non-finite vectors, id problems, bad options.
         """
-        check_similarity(similarity)
-        check_backend(backend)
-        if backend != "exact":
-            flat_vectors(vectors[:0], similarity)  # refuses maxsim before any work
-        elif params:
-            raise ValueError(f"index_params {sorted(params)} apply to the faiss backends, not to 'exact'")
+        check_index_options(backend, similarity, params)
         if vectors.dim() == 3 and vectors.shape[0] == 0:
             raise ValueError("PassageIndex: no passages to index (the corpus is empty)")
         if vectors.dim() != 3:
