@@ -87,6 +87,18 @@ def test_generation_is_unchanged_by_last_position_logits(monkeypatch):
     assert gen.generate(QUERIES, memory=memory) == sliced
 
 
+def _spread_generator(train_mode: str, mode: str = "memory") -> Generator:
+    """A tiny generator whose weights (all, or the LoRA adapters) are spread so greedy decoding
+    is not degenerate."""
+    torch.manual_seed(0)
+    gen = Generator("tiny-llama", mode=mode, train_mode=train_mode, max_new_tokens=6).eval()
+    with torch.no_grad():
+        for name, p in gen.model.named_parameters():
+            if train_mode == "full" or "lora_B" in name:
+                p.normal_(0, 0.3)
+    return gen
+
+
 #: greedy answers of the hand-written KV-cache loop (commit 43c76c4) on ``_spread_generator``
 PINNED_GREEDY = {
     "memory/full": ["\\\ufffdw\tf", "t\ufffd@@@@", "\\\ufffdwt\ufffd"],
@@ -101,12 +113,7 @@ def test_greedy_answers_are_pinned(case: str) -> None:
     """Left-padded batches of different prompt lengths, memory and text mode, full and LoRA
     (the weights are spread so greedy decoding is not degenerate; one row stops at EOS)."""
     mode, train_mode = case.split("/")
-    torch.manual_seed(0)
-    gen = Generator("tiny-llama", mode=mode, train_mode=train_mode, max_new_tokens=6).eval()
-    with torch.no_grad():
-        for name, p in gen.model.named_parameters():
-            if train_mode == "full" or "lora_B" in name:
-                p.normal_(0, 0.3)
+    gen = _spread_generator(train_mode, mode)
     queries = ["Who?", "Where was the founder of Veloria born?", "x"]
     torch.manual_seed(1)
     if mode == "memory":
@@ -115,16 +122,6 @@ def test_greedy_answers_are_pinned(case: str) -> None:
     else:
         answers = gen.generate(queries, passages=[["alpha beta", "gamma"], ["delta" * 5, "eps"], ["z", "y"]])
     assert answers == PINNED_GREEDY[case]
-
-
-def _spread_generator(train_mode: str, mode: str = "memory") -> Generator:
-    torch.manual_seed(0)
-    gen = Generator("tiny-llama", mode=mode, train_mode=train_mode, max_new_tokens=6).eval()
-    with torch.no_grad():
-        for name, p in gen.model.named_parameters():
-            if train_mode == "full" or "lora_B" in name:
-                p.normal_(0, 0.3)
-    return gen
 
 
 @pytest.mark.parametrize("train_mode", ["full", "lora"])
