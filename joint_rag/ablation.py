@@ -91,7 +91,7 @@ def load_menu(path: Path) -> dict[str, dict]:
     """The standard rows (``rows:`` of a menu file): name -> dotted-key overrides."""
     try:
         raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise GridError(f"{path}: cannot read the ablation menu: {err}") from err
     rows = raw.get("rows") if isinstance(raw, dict) else None
     if not isinstance(rows, dict) or not all(isinstance(v, dict) for v in rows.values()):

@@ -104,3 +104,12 @@ def test_baselines_always_included(monkeypatch):
     monkeypatch.chdir(REPO)
     grid = load_grid(REPO / "experiments/ablations/smoke.yaml")
     assert {"frozen", "similarity", "similarity+end_to_end"} <= set(grid.variants)
+
+
+def test_a_non_utf8_menu_names_the_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    (tmp_path / "menu.yaml").write_bytes(b"rows: {\xff}\n")
+    grid = tmp_path / "g.yaml"
+    grid.write_text("ablation:\n  base: experiments/smoke.yaml\n")
+    with pytest.raises(GridError, match="menu.yaml: cannot read the ablation menu"):
+        load_grid(grid)

@@ -70,7 +70,7 @@ def _export_knowledge_base(folder: Path):
     path = folder / CONFIG_FILE
     try:
         source = yaml.safe_load(path.read_text())["data"]["source"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError) as err:
         fail(PROG, f"{path}: cannot read data.source ({err}); use --pairs with your own file")
     if not isinstance(source, dict) or not str(source.get("class_path", "")).endswith("SyntheticSource"):
         fail(PROG, f"{path}: data.source is not the built-in SyntheticSource; use --pairs with your own file")
