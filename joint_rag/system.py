@@ -73,6 +73,9 @@ class RAGSystem(nn.Module):
         encode_batch_size: passages per batch when encoding the corpus.
         index_params: parameters of a faiss type (nlist, nprobe, pq_m, pq_bits, hnsw_m,
             ef_search, ef_construction, train_size, use_gpu, seed); defaults from N.
+        cache_corpus_memory: keep the corpus memory (N, M, H) built with the index, so answering
+            reads it instead of encoding the top-K passages again; turn off for large corpora
+            (at N = 1e5, M = 32, H = 576 it is 7 GB of float32).
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class RAGSystem(nn.Module):
         index_backend: str = "exact",
         encode_batch_size: int = 64,
         index_params: dict | None = None,
+        cache_corpus_memory: bool = True,
     ) -> None:
         super().__init__()
         check_index_options(index_backend, similarity, index_params)  # before any model work
@@ -113,6 +117,7 @@ class RAGSystem(nn.Module):
         self.index_backend = index_backend
         self.index_params = dict(index_params or {})
         self.encode_batch_size = encode_batch_size
+        self.cache_corpus_memory = cache_corpus_memory
         self.corpus: Corpus | None = None
         self.index: PassageIndex | None = None
         self.corpus_memory: Tensor | None = None  # (N, M, H), built with the index
@@ -142,16 +147,21 @@ class RAGSystem(nn.Module):
         return self.query_encoder(with_instructions(queries, instructions), need_memory=False).retrieval
 
     @torch.no_grad()
-    def encode_corpus(self, show_progress: bool = True) -> tuple[Tensor, Tensor]:
-        """Encode the whole corpus with the passage encoder in eval mode.
+    def encode_corpus(
+        self, show_progress: bool = True, rows: list[int] | None = None, need_memory: bool | None = None
+    ) -> tuple[Tensor | None, Tensor]:
+        """Encode the whole corpus (or its ``rows``) with the passage encoder in eval mode.
 
         Returns:
-            memory (N, M, H) (None for a text-mode generator) and retrieval vectors (N, R, D),
-            on the system's device.
+            memory (N, M, H) (None for a text-mode generator or ``need_memory=False``) and
+            retrieval vectors (N, R, D), on the system's device.
         """
         texts = self._corpus().texts()
+        if rows is not None:
+            texts = [texts[r] for r in rows]
         size = self.encode_batch_size
-        need_memory = self.generator.mode == "memory"
+        if need_memory is None:
+            need_memory = self.generator.mode == "memory"
         memories, retrievals = [], []
         with (
             eval_mode(self.compressor),
@@ -165,13 +175,15 @@ class RAGSystem(nn.Module):
                 advance(len(texts[start : start + size]))
         return (torch.cat(memories) if need_memory else None), torch.cat(retrievals)
 
-    def build_index(self, step: int = 0, show_progress: bool = True) -> PassageIndex:
+    def build_index(self, step: int = 0, show_progress: bool = True, replace: bool = True) -> PassageIndex:
         """(Re)build the index over the corpus (vectors on the system's device) and cache the
-        corpus memory. ``step`` records when (for staleness)."""
-        memory, retrieval = self.encode_corpus(show_progress=show_progress)
+        corpus memory. ``step`` records when (for staleness). ``replace=False`` returns a fresh
+        index and keeps the current one (a staleness probe)."""
+        need_memory = replace and self.cache_corpus_memory and self.generator.mode == "memory"
+        memory, retrieval = self.encode_corpus(show_progress=show_progress, need_memory=need_memory)
         corpus = self._corpus()
         fingerprint = {"corpus": corpus.fingerprint()}
-        self.index = PassageIndex(
+        index = PassageIndex(
             retrieval,
             corpus.ids,
             self.similarity,
@@ -181,23 +193,70 @@ class RAGSystem(nn.Module):
             self.index_params,
             show_progress,
         )
-        self.corpus_memory = memory
-        return self.index
+        if replace:
+            self.index, self.corpus_memory = index, memory
+        return index
 
     def ensure_index(self) -> PassageIndex:
         return self.index if self.index is not None else self.build_index()
 
+    @torch.no_grad()
+    def refresh_rows(self, rows: list[int], step: int) -> None:
+        """Re-encode the corpus rows ``rows`` with the current passage encoder and write them
+        into the index (and the cached corpus memory): one slice of a rolling refresh."""
+        index = self.ensure_index()
+        need_memory = self.corpus_memory is not None
+        memory, retrieval = self.encode_corpus(show_progress=False, rows=rows, need_memory=need_memory)
+        index.update(torch.tensor(rows), retrieval.to(index.device), step)
+        if need_memory:
+            self.corpus_memory[torch.tensor(rows, device=self.corpus_memory.device)] = memory.to(
+                self.corpus_memory
+            )
+
     # ------------------------------------------------------------------ search and rank
     @torch.no_grad()
+    def search_rows(
+        self, queries: list[str], instructions: list[str | None] | None, k: int
+    ) -> tuple[Tensor, Tensor]:
+        """The index's top-k rows per query: scores (B, k) and rows (B, k), best first."""
+        index = self.ensure_index()
+        with eval_mode(self.query_encoder):
+            q = self.encode_queries(queries, instructions)  # (B, R, D)
+        return index.search(q, k)
+
     def search(
         self, queries: list[str], instructions: list[str | None] | None, k: int
     ) -> tuple[Tensor, list[list[str]]]:
         """The index's top-k passages per query: scores (B, k) and passage ids, best first."""
-        index = self.ensure_index()
-        with eval_mode(self.query_encoder):
+        scores, rows = self.search_rows(queries, instructions, k)
+        ids = self.index.passage_ids
+        return scores, [[ids[r] for r in row] for row in rows.tolist()]
+
+    @torch.no_grad()
+    def rerank(
+        self,
+        queries: list[str],
+        instructions: list[str | None] | None,
+        candidate_ids: list[list[str]],
+        k: int,
+    ) -> list[list[str]]:
+        """Each query's best ``k`` of its candidates by the current encoders: the candidates'
+        passages are encoded now (each unique passage once), so stale index vectors only choose
+        the pool, not the order (the ``rerank`` refresh mode)."""
+        unique = sorted({p for row in candidate_ids for p in row})
+        col = {p: i for i, p in enumerate(unique)}
+        with eval_mode(self):
             q = self.encode_queries(queries, instructions)  # (B, R, D)
-        scores, rows = index.search(q, k)
-        return scores, [[index.passage_ids[r] for r in row] for row in rows.tolist()]
+            p = torch.cat(
+                [
+                    self.retrieval_of(unique[i : i + self.encode_batch_size])
+                    for i in range(0, len(unique), self.encode_batch_size)
+                ]
+            )  # (U, R, D)
+        cols = torch.tensor([[col[x] for x in row] for row in candidate_ids], device=p.device)  # (B, C')
+        scores = similarity(q, p[cols], self.similarity)  # (B, C')
+        best = scores.topk(min(k, cols.shape[1]), dim=1).indices.tolist()  # (B, k)
+        return [[row[c] for c in keep] for row, keep in zip(candidate_ids, best)]
 
     def rank(
         self, queries: list[str], instructions: list[str | None] | None, n: int

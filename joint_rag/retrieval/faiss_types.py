@@ -138,6 +138,23 @@ def build(backend: str, vectors: np.ndarray, params: FaissParams, on_cuda: bool,
     return index
 
 
+def update(index, backend: str, rows: np.ndarray, vectors: np.ndarray, all_vectors) -> None:
+    """Give ``rows`` (n,) their new (n, D') ``vectors`` in a built index. CPU IVF types remove
+    and re-add those ids (quantizer kept); other types (flat, HNSW, GPU) are emptied and refilled
+    from ``all_vectors()`` (the whole (N, D') array, already updated)."""
+    import faiss
+
+    if backend in ("faiss_ivf", "faiss_ivfpq") and "Gpu" not in type(index).__name__:
+        ids = rows.astype(np.int64)
+        index.remove_ids(faiss.IDSelectorBatch(ids))
+        index.add_with_ids(np.ascontiguousarray(vectors), ids)
+        return
+    index.reset()  # keeps a trained quantizer; HNSW rebuilds its graph on add
+    full = all_vectors()
+    for start in range(0, len(full), ADD_CHUNK):
+        index.add(np.ascontiguousarray(full[start : start + ADD_CHUNK]))
+
+
 def search(
     index, backend: str, params: FaissParams, queries: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:

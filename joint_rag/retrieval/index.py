@@ -99,7 +99,9 @@ class PassageIndex:
         similarity: one of ``joint_rag.kernels.SIMILARITIES``.
         backend: one of ``BACKENDS``.
         params: the resolved faiss parameters (``faiss_types.FaissParams``), None for exact.
-        step: global training step at which the vectors were computed (for staleness).
+        step: global training step of the oldest rows' vectors (the build, for a blocking
+            refresh; the least recently re-encoded rows under a rolling one).
+        row_steps: (N,) long on the CPU: the step each row's vector was computed at.
         vectors: (N, R, D) stored vectors (see ``stored_vectors``) on their device.
     """
 
@@ -143,6 +145,7 @@ class PassageIndex:
         self.similarity = similarity
         self.backend = backend
         self.step = step
+        self.row_steps = torch.full((len(ids),), step, dtype=torch.long)  # (N,)
         self.fingerprint = dict(fingerprint or {})
         self.vectors = stored_vectors(vectors.detach(), similarity).contiguous()  # (N, R or 1, D)
         self._faiss, self.params = None, None
@@ -189,6 +192,47 @@ class PassageIndex:
         q = queries.to(self.vectors.device, self.vectors.dtype)
         scores, rows = similarity_topk(q, self.vectors, k, self.similarity)  # (B, k), (B, k)
         return scores.to(out, torch.float32), rows.to(out)
+
+    @torch.no_grad()
+    def update(self, rows: Tensor, vectors: Tensor, step: int) -> None:
+        """Replace the vectors of ``rows`` (n,) by (n, R, D) ``vectors`` computed at ``step``
+        (a rolling refresh). The exact backend writes them in place. faiss: CPU IVF types remove
+        and re-add those rows (the trained quantizer is kept); flat, HNSW and GPU indexes are
+        refilled from the stored vectors (HNSW rebuilds its graph: slow at large N, prefer IVF).
+
+        Raises:
+            ValueError: rows out of range or repeated, mis-shaped or non-finite vectors.
+        """
+        rows = rows.detach().long().cpu().flatten()
+        if len(rows) == 0:
+            return
+        n = len(self)
+        if int(rows.min()) < 0 or int(rows.max()) >= n or len(set(rows.tolist())) != len(rows):
+            raise ValueError(f"PassageIndex.update: rows must be distinct and lie in [0, {n})")
+        new = stored_vectors(vectors.detach(), self.similarity)
+        if tuple(new.shape) != (len(rows), *self.vectors.shape[1:]):
+            raise ValueError(
+                f"PassageIndex.update: {len(rows)} rows need vectors of shape "
+                f"({len(rows)}, {', '.join(map(str, self.vectors.shape[1:]))}) after pooling, got {tuple(new.shape)}"
+            )
+        if not bool(torch.isfinite(new).all()):
+            raise ValueError("PassageIndex.update: non-finite values in the new vectors")
+        self.vectors[rows.to(self.vectors.device)] = new.to(self.vectors)
+        self.row_steps[rows] = step
+        self.step = int(self.row_steps.min())
+        if self._faiss is not None:
+            flat = flat_vectors(self.vectors[rows.to(self.vectors.device)], self.similarity)
+            faiss_types.update(
+                self._faiss,
+                self.backend,
+                rows.numpy(),
+                flat.cpu().contiguous().numpy(),
+                lambda: flat_vectors(self.vectors, self.similarity).cpu().contiguous().numpy(),
+            )
+
+    def ages(self, rows: Tensor, step: int) -> Tensor:
+        """(...,) float: how many steps before ``step`` the vectors of ``rows`` were computed."""
+        return (step - self.row_steps[rows.detach().long().cpu()]).float()
 
     # ----------------------------------------------------------------- save / load
     def save(self, directory: str | os.PathLike) -> Path:

@@ -1,45 +1,151 @@
-"""Callbacks: IndexRefresh rebuilds the corpus index every N training steps; LogProgress prints
-one line every N steps where rich's live bars do not render."""
+"""Callbacks: IndexRefresh keeps the corpus index fresh (blocking, rolling or rerank refresh, with
+staleness metrics); LogProgress prints one line every N steps where rich's live bars do not
+render."""
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 
 import pytorch_lightning as pl
+import torch
 
+from joint_rag.system import eval_mode
 from joint_rag.training.module import JointRAGModule
+
+MODES = ("blocking", "rolling", "rerank")
 
 
 class IndexRefresh(pl.Callback):
-    """Build the passage index at fit start and refresh it every ``every_n_steps`` steps.
+    """Build the passage index when training starts and keep it fresh in one of three modes.
 
-    Staleness (steps since the last refresh) is logged by the module as ``train/staleness``.
+    - ``blocking``: re-encode the whole corpus every ``every_n_steps`` steps (training waits).
+    - ``rolling``: after every step re-encode the next 1/R of the corpus (R = ``rolling_steps``,
+      default ``every_n_steps``) and write it into the index, so a full refresh is spread over R
+      steps and no step waits for a whole corpus pass; rows are at most R steps old.
+    - ``rerank``: never refresh in training; each step searches the stale index for
+      ``rerank_depth`` (C') > C candidates, scores them with the current encoders and keeps the
+      best C (``JointRAGModule.candidate_ids``).
+
+    Staleness is logged: ``train/staleness`` (age in steps of the oldest index row),
+    ``train/row_age_mean`` and ``train/row_age_max`` (age of the rows the step's search returned),
+    and ``train/stale_overlap``: on a fixed sample of ``probe_queries`` training questions, the
+    fraction of the fresh index's top-C that the candidates of this mode contain. Blocking mode
+    measures it at every refresh (the fresh index is being built anyway); the other modes every
+    ``overlap_every_n_steps`` steps (0: never), which costs one extra corpus pass each time.
+
     Guards copied from ModelCheckpoint's habits: no refresh during the sanity check or
-    fast_dev_run, and never twice for the same global step.
+    fast_dev_run, and never twice for the same global step. The mode's state (last refresh,
+    rolling cursor) is saved in checkpoints; a resumed fit builds a full index tagged with the
+    restored step.
 
     Args:
-        every_n_steps: refresh period in optimiser steps (0: never refresh after the first build).
+        every_n_steps: blocking refresh period in optimiser steps (0: never refresh after the
+            first build); the default R of rolling mode.
         refresh_before_eval: rebuild before validation/test if the index is stale, so
-            evaluation uses the current passage encoder.
+            evaluation uses the current passage encoder (rolling mode: rows may then be R
+            steps old; set false to evaluate on the rolling index as it is).
         show_progress: rich progress bar while encoding the corpus.
+        mode: "blocking", "rolling" or "rerank".
+        rolling_steps: R, steps per full rolling refresh (None: ``every_n_steps``).
+        rerank_depth: C', candidates searched per query in rerank mode (default 4 C).
+        probe_queries: training questions in the fixed staleness sample (0: no overlap metric).
+        overlap_every_n_steps: rolling/rerank: steps between overlap measurements (0: never).
     """
 
     def __init__(
-        self, every_n_steps: int = 50, refresh_before_eval: bool = True, show_progress: bool = True
+        self,
+        every_n_steps: int = 50,
+        refresh_before_eval: bool = True,
+        show_progress: bool = True,
+        mode: str = "blocking",
+        rolling_steps: int | None = None,
+        rerank_depth: int | None = None,
+        probe_queries: int = 32,
+        overlap_every_n_steps: int = 0,
     ) -> None:
-        if every_n_steps < 0:
-            raise ValueError(f"IndexRefresh.every_n_steps must be >= 0, got {every_n_steps}")
+        if mode not in MODES:
+            raise ValueError(f"IndexRefresh.mode must be one of {MODES}, got {mode!r}")
+        for name, value in (
+            ("every_n_steps", every_n_steps),
+            ("probe_queries", probe_queries),
+            ("overlap_every_n_steps", overlap_every_n_steps),
+        ):
+            if value < 0:
+                raise ValueError(f"IndexRefresh.{name} must be >= 0, got {value}")
+        rolling_steps = every_n_steps if rolling_steps is None else rolling_steps
+        if mode == "rolling" and rolling_steps < 1:
+            raise ValueError(f"IndexRefresh: rolling mode needs rolling_steps >= 1, got {rolling_steps}")
+        if rerank_depth is not None and rerank_depth < 1:
+            raise ValueError(f"IndexRefresh.rerank_depth must be >= 1, got {rerank_depth}")
         self.every_n_steps = every_n_steps
         self.refresh_before_eval = refresh_before_eval
         self.show_progress = show_progress
+        self.mode = mode
+        self.rolling_steps = rolling_steps
+        self.rerank_depth = rerank_depth
+        self.probe_queries = probe_queries
+        self.overlap_every_n_steps = overlap_every_n_steps
         self.last_refresh_step: int | None = None
         self.refreshes = 0
+        self.cursor = 0  # rolling: the next corpus row to re-encode
+        self.last_overlap: float | None = None
 
-    def _refresh(self, trainer: pl.Trainer, pl_module: JointRAGModule) -> None:
+    # ------------------------------------------------------------------ helpers
+    def _refresh(self, trainer: pl.Trainer, pl_module: JointRAGModule, probe: bool = False) -> None:
+        before = self._probe_candidates(trainer, pl_module) if probe else None
         pl_module.build_index(show_progress=self.show_progress)
+        if before is not None:
+            self._log_overlap(pl_module, before, pl_module.system.index)
         self.last_refresh_step = trainer.global_step
         self.refreshes += 1
+
+    def _probe(self, trainer: pl.Trainer) -> tuple[list[str], list[str | None]] | None:
+        dm = getattr(trainer, "datamodule", None)
+        train = dm.data.train if dm is not None and hasattr(dm, "data") else None
+        if not self.probe_queries or not train:
+            return None
+        step = max(1, len(train) // self.probe_queries)
+        sample = list(train)[::step][: self.probe_queries]  # fixed: the same questions every time
+        return [e.query for e in sample], [e.instruction for e in sample]
+
+    def _probe_candidates(self, trainer: pl.Trainer, pl_module: JointRAGModule):
+        probe = self._probe(trainer)
+        if probe is None or pl_module.system.index is None or pl_module.candidate_source != "index":
+            return None
+        return probe, pl_module.candidate_ids(*probe)[0]
+
+    def _log_overlap(self, pl_module: JointRAGModule, before, fresh_index) -> None:
+        (queries, instructions), used = before
+        C = pl_module.system.num_candidates
+        with eval_mode(pl_module.system.query_encoder), torch.no_grad():
+            q = pl_module.system.encode_queries(queries, instructions)
+        _, rows = fresh_index.search(q, C)
+        ids = fresh_index.passage_ids
+        fresh = [{ids[r] for r in row} for row in rows.tolist()]
+        overlap = sum(len(f & set(u)) / len(f) for f, u in zip(fresh, used)) / len(used)
+        self.last_overlap = overlap
+        pl_module.log("train/stale_overlap", overlap, batch_size=len(used))
+
+    def _roll(self, trainer: pl.Trainer, pl_module: JointRAGModule) -> None:
+        n = len(pl_module.system.index)
+        chunk = math.ceil(n / self.rolling_steps)
+        start = self.cursor % n
+        rows = [(start + i) % n for i in range(min(chunk, n))]
+        pl_module.system.refresh_rows(rows, trainer.global_step)
+        self.cursor = (start + len(rows)) % n
+
+    # ------------------------------------------------------------------ hooks
+    def setup(self, trainer: pl.Trainer, pl_module: JointRAGModule, stage: str) -> None:
+        if self.mode == "rerank":
+            depth = self.rerank_depth or 4 * pl_module.system.num_candidates
+            if depth <= pl_module.system.num_candidates:
+                raise ValueError(
+                    f"IndexRefresh.rerank_depth={depth} must exceed model.num_candidates="
+                    f"{pl_module.system.num_candidates} (C' > C)"
+                )
+            pl_module.rerank_depth = depth
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: JointRAGModule) -> None:
         # on_train_start, not on_fit_start: a resumed fit has restored its global step by now,
@@ -53,19 +159,27 @@ class IndexRefresh(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: JointRAGModule, outputs, batch, batch_idx: int
     ) -> None:
-        if self.every_n_steps == 0 or trainer.sanity_checking or trainer.fast_dev_run:
+        if trainer.sanity_checking or trainer.fast_dev_run:
             return
         step = trainer.global_step
         pretrain_steps = pl_module.pretrain_steps
-        if step < pretrain_steps:  # stage 1 trains on gold passages: no index needed
+        if step < pretrain_steps or step == self.last_refresh_step:  # stage 1: no index needed
             return
-        if (
-            step == pretrain_steps
-            and step != self.last_refresh_step
-            or (step - pretrain_steps) % self.every_n_steps == 0
-            and step != self.last_refresh_step
-        ):  # stage switch
+        if step == pretrain_steps or pl_module.system.index is None:  # stage switch
             self._refresh(trainer, pl_module)
+            return
+        since = step - pretrain_steps
+        if self.mode == "blocking":
+            if self.every_n_steps and since % self.every_n_steps == 0:
+                self._refresh(trainer, pl_module, probe=True)
+            return
+        if self.mode == "rolling":
+            self._roll(trainer, pl_module)
+        if self.overlap_every_n_steps and since % self.overlap_every_n_steps == 0:
+            before = self._probe_candidates(trainer, pl_module)
+            if before is not None:
+                fresh = pl_module.system.build_index(step, show_progress=False, replace=False)
+                self._log_overlap(pl_module, before, fresh)
 
     def _before_eval(self, trainer: pl.Trainer, pl_module: JointRAGModule) -> None:
         if trainer.sanity_checking:
@@ -82,11 +196,17 @@ class IndexRefresh(pl.Callback):
         self._before_eval(trainer, pl_module)
 
     def state_dict(self) -> dict:
-        return {"last_refresh_step": self.last_refresh_step, "refreshes": self.refreshes}
+        return {
+            "mode": self.mode,
+            "last_refresh_step": self.last_refresh_step,
+            "refreshes": self.refreshes,
+            "cursor": self.cursor,
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.last_refresh_step = state_dict.get("last_refresh_step")
         self.refreshes = state_dict.get("refreshes", 0)
+        self.cursor = state_dict.get("cursor", 0)
 
 
 class LogProgress(pl.Callback):

@@ -78,6 +78,11 @@ class JointRAGModule(pl.LightningModule):
         index_params: parameters of a faiss index type (``retrieval/faiss_types.py``: nlist,
             nprobe, pq_m, pq_bits, hnsw_m, ef_search, ef_construction, train_size, use_gpu, seed);
             unset ones are chosen from the corpus size.
+        cache_corpus_memory: keep the corpus memory built with each index for answering
+            (``RAGSystem``); turn off for large corpora.
+
+    Set by ``IndexRefresh(mode="rerank")``: ``rerank_depth`` (C' > C): training candidates are
+    the best C of the stale index's top C' by the current encoders.
     """
 
     def __init__(
@@ -108,6 +113,7 @@ class JointRAGModule(pl.LightningModule):
         ndcg_at: int = 10,
         all_gold_at: tuple[int, ...] = (),
         index_params: dict | None = None,
+        cache_corpus_memory: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -127,7 +133,9 @@ class JointRAGModule(pl.LightningModule):
             index_backend=index_backend,
             encode_batch_size=encode_batch_size,
             index_params=index_params,
+            cache_corpus_memory=cache_corpus_memory,
         )
+        self.rerank_depth: int | None = None
         if freeze_passage_encoder:
             for p in self._passage_encoder_params():
                 p.requires_grad_(False)
@@ -202,18 +210,37 @@ class JointRAGModule(pl.LightningModule):
             self.log(f"train/{name}", value, batch_size=B)
         index = self.system.index
         if index is not None and not self.in_pretraining:
+            # the oldest row of the index; row_age_* (logged with the candidates) are the rows used
             self.log("train/staleness", float(self.global_step - index.step), batch_size=B)
         return total
 
+    def candidate_ids(
+        self, queries: list[str], instructions: list[str | None] | None
+    ) -> tuple[list[list[str]], Tensor]:
+        """C candidate ids per query from the index (the rerank mode: the best C of the top C'
+        by the current encoders) and the index rows the search returned (B, C or C')."""
+        C = self.system.num_candidates
+        depth = max(C, self.rerank_depth or 0)
+        _, rows = self.system.search_rows(queries, instructions, depth)
+        ids = self.system.index.passage_ids
+        cands = [[ids[r] for r in row] for row in rows.tolist()]
+        if self.rerank_depth:
+            cands = self.system.rerank(queries, instructions, cands, C)
+        return cands, rows
+
     def training_candidates(self, batch: RAGBatch) -> list[list[str]]:
         """C candidate ids per query for a training step (a gold one put in when missed)."""
-        C, corpus = self.system.num_candidates, self.system.corpus
+        corpus = self.system.corpus
         if self.candidate_source == "example":
             cands = self._example_candidates(batch)
         else:
             if self.system.index is None:
                 self.build_index()
-            _, cands = self.system.search(batch.queries, batch.instructions, C)
+            cands, rows = self.candidate_ids(batch.queries, batch.instructions)
+            if self._trainer is not None and not self.in_pretraining:
+                ages = self.system.index.ages(rows, self.global_step)
+                self.log("train/row_age_mean", ages.mean(), batch_size=len(batch))
+                self.log("train/row_age_max", ages.max(), batch_size=len(batch))
         if self.include_gold:
             for b, row in enumerate(cands):
                 golds = [g for g in batch.gold_ids[b] if g in corpus]

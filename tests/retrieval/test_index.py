@@ -191,3 +191,27 @@ def test_an_index_knows_what_built_it(tmp_path) -> None:
     bare = PassageIndex(vectors, ids, "cosine").save(tmp_path / "bare")
     with pytest.raises(IndexFormatError, match=r"built with encoder \(no fingerprint\)"):
         PassageIndex.load(bare, expect={"encoder": "sha256:aaaa"})
+
+
+@pytest.mark.parametrize("backend", ["exact", "faiss", "faiss_ivf", "faiss_hnsw"])
+def test_update_rows_searches_like_an_index_built_from_the_new_vectors(backend: str) -> None:
+    """A rolling refresh's update: the updated index finds what a rebuild over the same vectors
+    finds (IVF removes and re-adds the rows; flat and HNSW are refilled)."""
+    vectors, queries, ids = _data(n=400, r=2, d=8, b=6)
+    params = {"nlist": 4, "nprobe": 4} if backend == "faiss_ivf" else None
+    index = PassageIndex(vectors, ids, "flat_cosine", backend, params=params)
+    rows = torch.randperm(400, generator=torch.Generator().manual_seed(1))[:90]
+    new = torch.randn(90, 2, 8)
+    updated = vectors.clone()
+    updated[rows] = new
+    index.update(rows, new, step=3)
+    want = PassageIndex(updated, ids, "flat_cosine", "exact").search(queries, 10)[1]
+    assert torch.equal(index.search(queries, 10)[1], want)
+    assert index.row_steps[rows].eq(3).all() and int(index.row_steps.sum()) == 3 * 90
+    assert index.step == 0 and index.ages(rows[:2], 5).tolist() == [2.0, 2.0]
+    if index._faiss is not None:
+        assert index._faiss.ntotal == 400
+    with pytest.raises(ValueError, match="distinct"):
+        index.update(torch.tensor([1, 1]), new[:2], 4)
+    with pytest.raises(ValueError, match="after pooling"):
+        index.update(rows[:2], torch.randn(2, 3, 8), 4)
