@@ -29,6 +29,7 @@ from joint_rag.models.generator import Generator
 from joint_rag.models.selection import TopKSelector
 from joint_rag.progress import progress_bar
 from joint_rag.retrieval.index import PassageIndex, check_index_options
+from joint_rag.retrieval.sharded import ShardedIndex, shard_range, world
 
 QUERY_ENCODERS = ("separate", "shared")
 
@@ -76,6 +77,9 @@ class RAGSystem(nn.Module):
         cache_corpus_memory: keep the corpus memory (N, M, H) built with the index, so answering
             reads it instead of encoding the top-K passages again; turn off for large corpora
             (at N = 1e5, M = 32, H = 576 it is 7 GB of float32).
+        shard_index: under a distributed process group of W > 1 ranks (Lightning DDP), each
+            rank encodes and holds 1/W of the corpus and searches are collective
+            (``retrieval/sharded.py``); false: every rank holds the whole index.
     """
 
     def __init__(
@@ -90,6 +94,7 @@ class RAGSystem(nn.Module):
         encode_batch_size: int = 64,
         index_params: dict | None = None,
         cache_corpus_memory: bool = True,
+        shard_index: bool = True,
     ) -> None:
         super().__init__()
         check_index_options(index_backend, similarity, index_params)  # before any model work
@@ -118,6 +123,7 @@ class RAGSystem(nn.Module):
         self.index_params = dict(index_params or {})
         self.encode_batch_size = encode_batch_size
         self.cache_corpus_memory = cache_corpus_memory
+        self.shard_index = shard_index
         self.corpus: Corpus | None = None
         self.index: PassageIndex | None = None
         self.corpus_memory: Tensor | None = None  # (N, M, H), built with the index
@@ -179,13 +185,19 @@ class RAGSystem(nn.Module):
         """(Re)build the index over the corpus (vectors on the system's device) and cache the
         corpus memory. ``step`` records when (for staleness). ``replace=False`` returns a fresh
         index and keeps the current one (a staleness probe)."""
-        need_memory = replace and self.cache_corpus_memory and self.generator.mode == "memory"
-        memory, retrieval = self.encode_corpus(show_progress=show_progress, need_memory=need_memory)
         corpus = self._corpus()
+        rank, world_size = world()
+        sharded = self.shard_index and world_size > 1
+        # a sharded index holds 1/W of the corpus memory too: answering encodes its top-K instead
+        need_memory = replace and self.cache_corpus_memory and self.generator.mode == "memory" and not sharded
+        owned = shard_range(len(corpus), rank, world_size) if sharded else range(len(corpus))
+        memory, retrieval = self.encode_corpus(
+            show_progress=show_progress, rows=list(owned) if sharded else None, need_memory=need_memory
+        )
         fingerprint = {"corpus": corpus.fingerprint()}
         index = PassageIndex(
             retrieval,
-            corpus.ids,
+            list(corpus.ids)[owned.start : owned.stop],
             self.similarity,
             self.index_backend,
             step,
@@ -193,6 +205,8 @@ class RAGSystem(nn.Module):
             self.index_params,
             show_progress,
         )
+        if sharded:
+            index = ShardedIndex(index, owned, list(corpus.ids))
         if replace:
             self.index, self.corpus_memory = index, memory
         return index
@@ -220,6 +234,8 @@ class RAGSystem(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """The index's top-k rows per query: scores (B, k) and rows (B, k), best first."""
         index = self.ensure_index()
+        if not queries:  # a rank's empty evaluation batch still joins a sharded search
+            return index.search(index.vectors.new_zeros(0, *index.vectors.shape[1:]), k)
         with eval_mode(self.query_encoder):
             q = self.encode_queries(queries, instructions)  # (B, R, D)
         return index.search(q, k)

@@ -24,6 +24,8 @@ def _kind(path: Path) -> str:
         return "menu"
     if isinstance(raw, dict) and "ablation" in raw:
         return "grid"
+    if path.parent.name == "distributed":
+        return "overlay"  # on top of the quickstart: -c quickstart.yaml -c overlay.yaml
     return "delta" if path.parent.name == "base" else "experiment"
 
 
@@ -40,7 +42,9 @@ def _printed(args: list[str], capsys) -> dict:
 
 def test_there_are_configs():
     kinds = {_kind(p) for p in CONFIGS}
-    assert kinds == {"experiment", "delta", "grid", "menu"} and any(p.name == "smoke.yaml" for p in CONFIGS)
+    assert kinds == {"experiment", "delta", "grid", "menu", "overlay"} and any(
+        p.name == "smoke.yaml" for p in CONFIGS
+    )
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "experiments")))
@@ -58,6 +62,8 @@ def test_config_parses(path: Path, capsys, monkeypatch):
         grids = [g for g in _grids() if path.resolve() in [b.resolve() for b in load_grid(g).bases]]
         assert grids, f"{path} is a delta file no grid names"
         printed = _printed(config_args(load_grid(grids[0]).bases), capsys)
+    elif kind == "overlay":
+        printed = _printed(["-c", str(REPO / "experiments" / "quickstart.yaml"), "-c", str(path)], capsys)
     else:
         printed = _printed(["-c", str(path)], capsys)
     assert "model" in printed and "data" in printed

@@ -159,6 +159,11 @@ class PassageIndex:
         return len(self.passage_ids)
 
     @property
+    def owned_rows(self) -> range:
+        """The rows this process holds and refreshes: all of them (see ``ShardedIndex``)."""
+        return range(len(self))
+
+    @property
     def device(self) -> torch.device:
         return self.vectors.device
 

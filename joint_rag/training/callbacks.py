@@ -129,10 +129,11 @@ class IndexRefresh(pl.Callback):
         pl_module.log("train/stale_overlap", overlap, batch_size=len(used))
 
     def _roll(self, trainer: pl.Trainer, pl_module: JointRAGModule) -> None:
-        n = len(pl_module.system.index)
+        owned = pl_module.system.index.owned_rows  # all rows, or this rank's shard under DDP
+        n = len(owned)
         chunk = math.ceil(n / self.rolling_steps)
         start = self.cursor % n
-        rows = [(start + i) % n for i in range(min(chunk, n))]
+        rows = [owned[(start + i) % n] for i in range(min(chunk, n))]
         pl_module.system.refresh_rows(rows, trainer.global_step)
         self.cursor = (start + len(rows)) % n
 

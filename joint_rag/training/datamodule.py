@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 
 from joint_rag.data.collate import collate_examples
 from joint_rag.data.types import Corpus, DataSource, Example, RAGData
@@ -18,6 +18,28 @@ class _ListDataset:
 
     def __getitem__(self, i: int) -> Example:
         return self.items[i]
+
+
+class _RankBatches(IterableDataset):
+    """Evaluation batches of one distributed rank, without padding: global batches of
+    ``batch_size * W`` consecutive examples, each split into W near-equal parts, so every rank
+    yields the same number of batches (the last ones may be smaller, or empty) and every example
+    is evaluated exactly once. Lightning leaves iterable datasets to us (no DistributedSampler,
+    which pads with duplicates and skews the metrics)."""
+
+    def __init__(self, items: list[Example], batch_size: int, rank: int, world_size: int) -> None:
+        self.batches = []
+        step = batch_size * world_size
+        for start in range(0, len(items), step):
+            block = items[start : start + step]
+            lo, hi = rank * len(block) // world_size, (rank + 1) * len(block) // world_size
+            self.batches.append(block[lo:hi])
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        yield from self.batches
 
 
 class RAGDataModule(pl.LightningDataModule):
@@ -86,7 +108,19 @@ class RAGDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         _ = self.data
 
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
     def _loader(self, items: list[Example], batch_size: int, shuffle: bool) -> DataLoader:
+        rank, world_size = self._world()
+        if not shuffle and world_size > 1:
+            return DataLoader(
+                _RankBatches(items, batch_size, rank, world_size),
+                batch_size=None,
+                num_workers=0,
+                collate_fn=collate_examples,
+            )
         return DataLoader(
             _ListDataset(items),
             batch_size=batch_size,

@@ -80,6 +80,8 @@ class JointRAGModule(pl.LightningModule):
             unset ones are chosen from the corpus size.
         cache_corpus_memory: keep the corpus memory built with each index for answering
             (``RAGSystem``); turn off for large corpora.
+        shard_index: under DDP each rank encodes and holds 1/W of the corpus, searches are
+            collective (``retrieval/sharded.py``); false: every rank holds the whole index.
 
     Set by ``IndexRefresh(mode="rerank")``: ``rerank_depth`` (C' > C): training candidates are
     the best C of the stale index's top C' by the current encoders.
@@ -114,6 +116,7 @@ class JointRAGModule(pl.LightningModule):
         all_gold_at: tuple[int, ...] = (),
         index_params: dict | None = None,
         cache_corpus_memory: bool = True,
+        shard_index: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -134,6 +137,7 @@ class JointRAGModule(pl.LightningModule):
             encode_batch_size=encode_batch_size,
             index_params=index_params,
             cache_corpus_memory=cache_corpus_memory,
+            shard_index=shard_index,
         )
         self.rerank_depth: int | None = None
         if freeze_passage_encoder:
@@ -376,11 +380,14 @@ class JointRAGModule(pl.LightningModule):
         self._log_eval("test", self.test_retrieval, self.test_answers)
 
     def _log_eval(self, split: str, retrieval: RetrievalMetrics, answers: AnswerMetrics) -> None:
+        # compute() already sums the states over ranks; sync_dist only keeps Lightning quiet
         for name, value in retrieval.compute().items():
-            self.log(f"{split}/{name}", value)
+            self.log(f"{split}/{name}", value, sync_dist=True)
+        # questions evaluated, summed over ranks (each counted once: no sampler padding)
+        self.log(f"{split}/questions", retrieval.count.float(), reduce_fx="sum", sync_dist=True)
         if self.hparams.eval_generate:
             for name, value in answers.compute().items():
-                self.log(f"{split}/{name}", value)
+                self.log(f"{split}/{name}", value, sync_dist=True)
         retrieval.reset()
         answers.reset()
         pairs = self._instruction_pairs()
@@ -404,6 +411,8 @@ class JointRAGModule(pl.LightningModule):
         else:
             ranked = self.system.rank(batch.queries, batch.instructions, self.rank_depth)
         ids = [row for row, _ in ranked]
+        if not ids:  # an empty batch (DDP evaluation without padding) only joined the search
+            return
         retrieval.update(ids, batch.gold_ids)
         if self.hparams.eval_generate:
             preds = self.system.answer(batch.queries, batch.instructions, ids)
