@@ -173,13 +173,20 @@ class RAGSystem(nn.Module):
             eval_mode(self.compressor),
             progress_bar("encoding corpus", len(texts), show_progress) as advance,
         ):
+            # longest first (as sentence-transformers does): batches of similar lengths pad little
+            order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
             for start in range(0, len(texts), size):
-                out = self.compressor(texts[start : start + size], need_memory=need_memory)
+                batch = [texts[i] for i in order[start : start + size]]
+                out = self.compressor(batch, need_memory=need_memory)
                 if need_memory:
                     memories.append(out.memory.float())
                 retrievals.append(out.retrieval.float())
-                advance(len(texts[start : start + size]))
-        return (torch.cat(memories) if need_memory else None), torch.cat(retrievals)
+                advance(len(batch))
+        back = torch.empty(len(order), dtype=torch.long)
+        back[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))  # sorted -> corpus rows
+        memory = torch.cat(memories)[back.to(memories[0].device)] if need_memory else None
+        retrieval = torch.cat(retrievals)
+        return memory, retrieval[back.to(retrieval.device)]
 
     def build_index(self, step: int = 0, show_progress: bool = True, replace: bool = True) -> PassageIndex:
         """(Re)build the index over the corpus (vectors on the system's device) and cache the
