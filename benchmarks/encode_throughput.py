@@ -118,7 +118,9 @@ def main() -> None:
                 t0 = time.perf_counter()
                 run()
                 times[name].append(time.perf_counter() - t0)
-        cos = torch.nn.functional.cosine_similarity(vectors["joint_rag"], vectors["sentence_transformers"], dim=1)
+        cos = torch.nn.functional.cosine_similarity(
+            vectors["joint_rag"], vectors["sentence_transformers"], dim=1
+        )
         rate = {k: len(texts) / statistics.median(v) for k, v in times.items()}
         row = {
             "source": source,
@@ -145,7 +147,7 @@ def main() -> None:
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "date": time.strftime("%Y-%m-%d %H:%M"),
-            "command": "python benchmarks/encode_throughput.py --n %d --source %s" % (args.n, args.source),
+            "command": f"python benchmarks/encode_throughput.py --n {args.n} --repeats {args.repeats} --source {args.source}",
             "results": results,
         },
     )

@@ -28,7 +28,7 @@ from joint_rag.models.compressor import Compressor
 from joint_rag.models.generator import Generator
 from joint_rag.models.selection import TopKSelector
 from joint_rag.progress import progress_bar
-from joint_rag.retrieval.index import PassageIndex, check_index_options
+from joint_rag.retrieval.index import PassageIndex, check_index_options, writable
 from joint_rag.retrieval.sharded import ShardedIndex, shard_range, world
 
 QUERY_ENCODERS = ("separate", "shared")
@@ -230,6 +230,7 @@ class RAGSystem(nn.Module):
         memory, retrieval = self.encode_corpus(show_progress=False, rows=rows, need_memory=need_memory)
         index.update(torch.tensor(rows), retrieval.to(index.device), step)
         if need_memory:
+            self.corpus_memory = writable(self.corpus_memory)
             self.corpus_memory[torch.tensor(rows, device=self.corpus_memory.device)] = memory.to(
                 self.corpus_memory
             )

@@ -66,6 +66,12 @@ def check_index_options(backend: str, similarity: str, params: dict | None = Non
         raise ValueError(f"index_params: unknown keys {unknown}; known: {list(faiss_types.PARAMS)}")
 
 
+def writable(t: Tensor) -> Tensor:
+    """``t``, or a copy of it when it was made under ``torch.inference_mode`` (Lightning's
+    validate and test), which cannot be written in place outside that mode."""
+    return t.clone() if t.is_inference() else t
+
+
 def stored_vectors(retrieval: Tensor, similarity: str) -> Tensor:
     """(N, R, D) retrieval vectors -> what the exact index keeps: the mean (N, 1, D) for dot and
     cosine (they score mean vectors), the vectors themselves otherwise."""
@@ -222,6 +228,8 @@ class PassageIndex:
             )
         if not bool(torch.isfinite(new).all()):
             raise ValueError("PassageIndex.update: non-finite values in the new vectors")
+        # an index built under Lightning's validation holds inference tensors: no in-place writes
+        self.vectors, self.row_steps = writable(self.vectors), writable(self.row_steps)
         self.vectors[rows.to(self.vectors.device)] = new.to(self.vectors)
         self.row_steps[rows] = step
         self.step = int(self.row_steps.min())

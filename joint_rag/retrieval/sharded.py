@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from joint_rag.retrieval.index import PassageIndex
+from joint_rag.retrieval.index import PassageIndex, writable
 
 
 def world() -> tuple[int, int]:
@@ -138,6 +138,7 @@ class ShardedIndex:
         if len(rows) and (int(rows.min()) < lo or int(rows.max()) >= hi):
             raise ValueError(f"ShardedIndex.update: this rank holds rows [{lo}, {hi}) only")
         self.local.update(rows - lo, vectors, step)
+        self.row_steps = writable(self.row_steps)
         comm = _comm_device(self.local.device)
         n_max = int(_gather(torch.tensor([len(rows)], device=comm)).max())
         padded = torch.full((n_max,), -1, dtype=torch.long)

@@ -147,3 +147,14 @@ def test_rerank_depth_must_exceed_c(tiny_module) -> None:
     module, _ = tiny_module()
     with pytest.raises(ValueError, match="must exceed model.num_candidates=4"):
         IndexRefresh(mode="rerank", rerank_depth=4).setup(None, module, "fit")
+
+
+def test_rolling_updates_an_index_built_under_inference_mode(tiny_module) -> None:
+    """Lightning's validate runs under torch.inference_mode: an index (and corpus memory) built
+    there must still take a rolling refresh's in-place writes in training."""
+    module, _ = tiny_module()
+    with torch.inference_mode():
+        module.system.build_index(show_progress=False)
+    assert module.system.index.vectors.is_inference()
+    module.system.refresh_rows([0, 1, 2], step=1)
+    assert module.system.index.row_steps[:3].tolist() == [1, 1, 1]
