@@ -1,5 +1,9 @@
 """``jrag export --ckpt PATH --out DIR [--config CFG] [--metrics JSON] [--overwrite]``, or
-``jrag export --untrained --config CFG [--config DELTA ...] --out DIR [--set KEY=VALUE ...]``."""
+``jrag export --untrained --config CFG [--config DELTA ...] --out DIR [--set KEY=VALUE ...]``.
+
+The folder is written atomically: an error, Ctrl-C or SIGTERM (exit 143) leaves no partial
+output, and the temporary folder of an export killed outright (SIGKILL) is removed by the next
+export to the same ``--out``."""
 
 from __future__ import annotations
 
@@ -73,15 +77,19 @@ def main(argv: list[str]) -> int:
             fail(PROG, f"--metrics {args.metrics}: expected a JSON object of metrics")
     overrides = [_set_flag(item) for item in args.set]
 
+    from joint_rag.atomic import terminate_as_interrupt
     from joint_rag.export import export_checkpoint, export_untrained
 
-    if args.untrained:
-        out = export_untrained(args.config, args.out, overrides, metrics=metrics, overwrite=args.overwrite)
-        what = f"{' + '.join(map(str, args.config))} (untrained)"
-    else:
-        cfg = args.config[0] if args.config else None
-        out = export_checkpoint(args.ckpt, args.out, cfg, metrics=metrics, overwrite=args.overwrite)
-        what = str(args.ckpt)
+    with terminate_as_interrupt(PROG):  # SIGTERM removes the temporary folder, as Ctrl-C does
+        if args.untrained:
+            out = export_untrained(
+                args.config, args.out, overrides, metrics=metrics, overwrite=args.overwrite
+            )
+            what = f"{' + '.join(map(str, args.config))} (untrained)"
+        else:
+            cfg = args.config[0] if args.config else None
+            out = export_checkpoint(args.ckpt, args.out, cfg, metrics=metrics, overwrite=args.overwrite)
+            what = str(args.ckpt)
     print(f"exported {what} -> {out}")
     return 0
 
