@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from hashlib import sha256
 from pathlib import Path
 
 import pytest
@@ -89,7 +90,14 @@ def test_export_layout_manifest_and_no_pickle(tiny_module, tmp_path):
     suffixes = {p.suffix for p in out.rglob("*") if p.is_file()}
     assert not suffixes & {".bin", ".pt", ".pth", ".pkl", ".ckpt", ".faiss"}, suffixes
     manifest = json.loads((out / "joint_rag.json").read_text())
-    assert manifest["format_version"] == artifact_mod.FORMAT_VERSION == 2
+    assert manifest["format_version"] == artifact_mod.FORMAT_VERSION == 3
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} - {"joint_rag.json"}
+    assert set(manifest["files"]) == files, "the manifest lists every other file"
+    for rel, entry in manifest["files"].items():
+        assert entry == {
+            "sha256": sha256((out / rel).read_bytes()).hexdigest(),
+            "size": (out / rel).stat().st_size,
+        }
     assert (manifest["K"], manifest["M"], manifest["system"]["num_candidates"]) == (2, 2, 4)
     assert manifest["system"]["similarity"] == "flat_cosine" and manifest["num_passages"] == len(data.corpus)
     assert manifest["system"]["index_backend"] == "exact" and manifest["selector"]["k"] == 2
