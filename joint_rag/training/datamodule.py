@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, IterableDataset
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from joint_rag.data.collate import collate_examples
-from joint_rag.data.types import Corpus, DataSource, Example, RAGData
+from joint_rag.data.types import Corpus, DataError, DataSource, Example, RAGData
 
 
 class _ListDataset:
@@ -55,6 +56,11 @@ class RAGDataModule(pl.LightningDataModule):
         require_answers: reject data without answers (generation training needs them).
         val_split: which split `validate` (and validation during fit) reads: "val" or "test"
             (e.g. the whole SciFact test set, to compare with published figures).
+
+    With ``model.candidate_source: example`` (per-example candidate lists, HotpotQA), ``setup``
+    checks that every example of the splits the stage reads has at least
+    ``model.num_candidates`` candidates (`check_candidates`), so a short list is reported when
+    the data loads, not as a crash in the training step or a silently shorter ranking.
     """
 
     def __init__(
@@ -107,6 +113,42 @@ class RAGDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         _ = self.data
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        if getattr(module, "candidate_source", None) == "example":
+            self.check_candidates(module.system.num_candidates, self._stage_splits(stage))
+
+    def _stage_splits(self, stage: str | None) -> tuple[str, ...]:
+        """The splits a Lightning stage reads (None: all)."""
+        test = "test" if self.data.test else "val"
+        return {"fit": ("train", self.val_split), "validate": (self.val_split,), "test": (test,)}.get(
+            stage or "", ("train", "val", "test")
+        )
+
+    def check_candidates(
+        self, num_candidates: int, splits: tuple[str, ...] = ("train", "val", "test")
+    ) -> None:
+        """Raise DataError if an example of ``splits`` lists fewer than ``num_candidates`` candidates.
+
+        The message names the first such example (its id and where it came from), its count,
+        how many examples are short and the fewest candidates any has, and what to change.
+        Examples without a candidate list are not checked (they use the index).
+        """
+        for split in dict.fromkeys(splits):
+            short = [
+                ex
+                for ex in getattr(self.data, split)
+                if ex.candidate_ids is not None and len(ex.candidate_ids) < num_candidates
+            ]
+            if not short:
+                continue
+            ex, fewest = short[0], min(len(e.candidate_ids or []) for e in short)
+            where = ex.meta.get("where") or type(self.source).__name__
+            raise DataError(
+                f"{where}: example {ex.example_id!r} has {len(ex.candidate_ids or [])} candidate passages "
+                f"but model.num_candidates is {num_candidates} ({len(short)} {split} examples have fewer, "
+                f"the fewest {fewest}); set model.num_candidates: {fewest} or give every example at least "
+                f"{num_candidates} candidates"
+            )
 
     def _world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -121,7 +163,9 @@ class RAGDataModule(pl.LightningDataModule):
                 num_workers=0,
                 collate_fn=collate_examples,
             )
-        return DataLoader(
+        # stateful: a checkpoint records the shuffle's generator and position, so a fit resumed
+        # mid-epoch sees the batches the interrupted one would have seen next
+        return StatefulDataLoader(
             _ListDataset(items),
             batch_size=batch_size,
             shuffle=shuffle,
@@ -130,6 +174,11 @@ class RAGDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        if not self.data.train:
+            raise ValueError(
+                f"{type(self.source).__name__}: the 'train' split is empty (e.g. evaluate_all: true, or "
+                "every example listed for val/test); fit needs training examples, validate and test do not"
+            )
         return self._loader(self.data.train, self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
