@@ -11,7 +11,12 @@ from joint_rag.data.types import Example
 
 @dataclass
 class RAGBatch:
-    """B examples as parallel lists."""
+    """B examples as parallel lists.
+
+    ``gold_grades`` holds each example's relevance (``Example.relevance``: passage id -> grade,
+    explicit 0 judgements included; grade 1 per gold passage for binary data), for the
+    retrieval metrics (nDCG uses the grades).
+    """
 
     queries: list[str]
     answers: list[str]
@@ -20,6 +25,7 @@ class RAGBatch:
     candidate_ids: list[list[str]] | None
     instructions: list[str | None]
     example_ids: list[str]
+    gold_grades: list[dict[str, float]]
 
     def __len__(self) -> int:
         return len(self.queries)
@@ -37,4 +43,5 @@ def collate_examples(examples: Sequence[Example]) -> RAGBatch:
         candidate_ids=[list(ex.candidate_ids or []) for ex in examples] if all(has_candidates) else None,
         instructions=[ex.instruction for ex in examples],
         example_ids=[ex.example_id or str(i) for i, ex in enumerate(examples)],
+        gold_grades=[ex.relevance for ex in examples],
     )

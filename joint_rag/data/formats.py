@@ -11,12 +11,13 @@ and the line, record or field; malformed rows are never skipped silently.
 
 from __future__ import annotations
 
+import codecs
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from joint_rag.data.splits import limit, split_by_group
+from joint_rag.data.splits import IdList, limit, split_by_group, split_by_ids, split_by_order
 from joint_rag.data.types import Corpus, DataError, DataSource, Example, Passage, RAGData, check_examples
 
 # ----------------------------------------------------------------------------- file helpers
@@ -28,50 +29,112 @@ def _require_file(path: Path, what: str) -> Path:
     return path
 
 
-def _read_json(path: Path) -> Any:
+def _not_utf8(path: Path, lineno: int, raw: bytes, start: int, column: int) -> DataError:
+    return DataError(
+        f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[start]:02x} at column {column}); "
+        "re-save the file as UTF-8"
+    )
+
+
+def read_text(path: Path) -> str:
+    """The whole file as UTF-8 text (a leading byte-order mark dropped).
+
+    Raises:
+        DataError: naming the file, line and column of the first byte that is not UTF-8.
+    """
+    raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     try:
-        text = path.read_text(encoding="utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e})") from None
+        line_start = raw.rfind(b"\n", 0, e.start) + 1
+        raise _not_utf8(
+            path, raw.count(b"\n", 0, e.start) + 1, raw, e.start, e.start - line_start + 1
+        ) from None
+
+
+def read_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield (line number, text without its line end) for each line of a UTF-8 text file.
+
+    Raises:
+        DataError: naming the file, line and column of a byte that is not UTF-8.
+    """
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if lineno == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise _not_utf8(path, lineno, raw, e.start, e.start + 1) from None
+            yield lineno, text.rstrip("\r\n")
+
+
+def json_problem(e: json.JSONDecodeError) -> str:
+    """``e``'s message and column, e.g. "Unterminated string starting at column 7"."""
+    # some messages already end in "at" ("Unterminated string starting at", "Invalid control
+    # character at"): do not write "at at column"
+    return f"{e.msg.removesuffix(' at')} at column {e.colno}"
+
+
+def _read_json(path: Path) -> Any:
+    text = read_text(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+        raise DataError(f"{path}:{e.lineno}: malformed JSON ({json_problem(e)})") from None
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """Yield (line number, object) for each non-blank line of a JSONL file."""
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(
-                    f"{path}:{lineno}: malformed JSON line ({e.msg} at column {e.colno})"
-                ) from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield lineno, obj
+    """Yield (line number, object) for each non-blank line of a JSONL file.
+
+    Raises:
+        DataError: naming the file and line of a byte that is not UTF-8, a line that is not
+            JSON, or a line that is not a JSON object.
+    """
+    for lineno, line in read_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{lineno}: malformed JSON line ({json_problem(e)})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        yield lineno, obj
 
 
 def get_field(
-    rec: Any, name: str, where: str, kind: type | tuple[type, ...] = str, optional: bool = False
+    rec: Any,
+    name: str | tuple[str, ...],
+    where: str,
+    kind: type | tuple[type, ...] = str,
+    optional: bool = False,
 ) -> Any:
-    """`rec[name]` checked for type; DataError naming `where` and the field otherwise."""
+    """`rec[name]` checked for type; DataError naming `where` and the field otherwise.
+
+    Args:
+        rec: the record (a JSON object).
+        name: the field, or several accepted names of it (the first present is read); a
+            missing field's message names every accepted name ("missing field '_id' (or 'id')").
+        where: file and line or record, for messages.
+        kind: the expected type(s); an int is accepted for a str field (numeric ids).
+        optional: return None instead of raising when the field is missing or null.
+    """
+    names = (name,) if isinstance(name, str) else tuple(name)
     if not isinstance(rec, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-    if name not in rec or rec[name] is None:
+    present = next((n for n in names if rec.get(n) is not None), None)
+    if present is None:
         if optional:
             return None
-        raise DataError(f"{where}: missing field {name!r}")
-    value = rec[name]
+        also = f" (or {', '.join(repr(n) for n in names[1:])})" if len(names) > 1 else ""
+        raise DataError(f"{where}: missing field {names[0]!r}{also}")
+    value = rec[present]
     if kind is str and isinstance(value, int) and not isinstance(value, bool):
         value = str(value)  # numeric ids are common in BEIR files
     if not isinstance(value, kind):
         expected = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise DataError(f"{where}: field {name!r} should be {expected}, got {type(value).__name__}")
+        raise DataError(f"{where}: field {present!r} should be {expected}, got {type(value).__name__}")
     return value
 
 
@@ -79,20 +142,87 @@ def _dedupe(xs: list[str]) -> list[str]:
     return list(dict.fromkeys(xs))
 
 
-def _split(
-    examples: list[Example], corpus: Corpus, val: float, test: float, seed: int, max_examples: int | None
-) -> RAGData:
-    train, va, te = split_by_group(examples, corpus, val, test, seed)
-    return RAGData(
-        corpus, limit(train, max_examples, seed), limit(va, max_examples, seed), limit(te, max_examples, seed)
-    )
+SPLIT_BY = ("group", "order", "ids")
+
+
+def _id_list(value: str | Path | Sequence[str] | None, name: str) -> IdList | None:
+    """Listed example ids with where each was listed: a YAML list, or a file of one id a line."""
+    if value is None:
+        return None
+    if isinstance(value, (str, Path)):
+        path = _require_file(Path(value), f"a file of example ids for {name}, one per line")
+        return [
+            (line.strip(), f"{path}:{lineno}")
+            for lineno, line in read_lines(path)
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
+    return [(str(x), f"{name}[{i}]") for i, x in enumerate(value)]
+
+
+class _SplitSource(DataSource):
+    """How a source divides its examples into train/val/test (the options in `SPLIT_ARGS`)."""
+
+    def _init_split(
+        self,
+        split_by: str,
+        train_ids: str | list[str] | None,
+        val_ids: str | list[str] | None,
+        test_ids: str | list[str] | None,
+        evaluate_all: bool,
+    ) -> None:
+        name = type(self).__name__
+        if split_by not in SPLIT_BY:
+            raise ValueError(f"{name}.split_by must be one of {', '.join(SPLIT_BY)}, got {split_by!r}")
+        listed = [
+            k
+            for k, v in (("train_ids", train_ids), ("val_ids", val_ids), ("test_ids", test_ids))
+            if v is not None
+        ]
+        for key, value in (("train_ids", train_ids), ("val_ids", val_ids), ("test_ids", test_ids)):
+            if value is not None and not isinstance(value, (str, Path, list, tuple)):
+                raise ValueError(
+                    f"{name}.{key} must be a list of ids or a file path, got {type(value).__name__}"
+                )
+        if split_by == "ids" and not listed:
+            raise ValueError(f"{name}.split_by is 'ids' but none of train_ids, val_ids, test_ids is set")
+        if listed and split_by == "order":
+            raise ValueError(f"{name}: split_by 'order' and {listed[0]} exclude each other; set one")
+        if evaluate_all and (listed or split_by != "group"):
+            what = listed[0] if listed else f"split_by={split_by!r}"
+            raise ValueError(f"{name}: evaluate_all and {what} exclude each other; set one")
+        self.split_by = "ids" if listed else split_by
+        self.train_ids, self.val_ids, self.test_ids = train_ids, val_ids, test_ids
+        self.evaluate_all = evaluate_all
+
+    def _id_lists(self) -> tuple[IdList | None, IdList | None, IdList | None]:
+        return (
+            _id_list(self.train_ids, "train_ids"),
+            _id_list(self.val_ids, "val_ids"),
+            _id_list(self.test_ids, "test_ids"),
+        )
+
+    def _divide(
+        self, examples: list[Example], corpus: Corpus, val: float, test: float, seed: int, source: str
+    ) -> tuple[list[Example], list[Example], list[Example]]:
+        """(train, val, test) by the split options (fractions `val`, `test` where they apply)."""
+        if self.evaluate_all:
+            return [], list(examples), list(examples)
+        if self.split_by == "ids":
+            return split_by_ids(examples, *self._id_lists(), source=source)
+        if self.split_by == "order":
+            return split_by_order(examples, val, test)
+        return split_by_group(examples, corpus, val, test, seed)
+
+
+def _limited(corpus: Corpus, train: list, val: list, test: list, n: int | None, seed: int) -> RAGData:
+    return RAGData(corpus, limit(train, n, seed), limit(val, n, seed), limit(test, n, seed))
 
 
 # ----------------------------------------------------------------------------- SQuAD
 
 
-class _FileSource(DataSource):
-    """Options shared by single-file sources that split their questions by group."""
+class _FileSource(_SplitSource):
+    """Options shared by single-file sources (see `SquadSource` for what they mean)."""
 
     def __init__(
         self,
@@ -101,19 +231,36 @@ class _FileSource(DataSource):
         test_fraction: float = 0.0,
         seed: int = 0,
         max_examples: int | None = None,
+        split_by: str = "group",
+        train_ids: str | list[str] | None = None,
+        val_ids: str | list[str] | None = None,
+        test_ids: str | list[str] | None = None,
+        evaluate_all: bool = False,
     ) -> None:
         self.path = Path(path)
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.seed = seed
         self.max_examples = max_examples
+        self._init_split(split_by, train_ids, val_ids, test_ids, evaluate_all)
+
+    def read(self) -> tuple[Corpus, list[Example]]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def load(self) -> RAGData:
+        """Read the file and split it (see the split options)."""
+        corpus, examples = self.read()
+        train, val, test = self._divide(
+            examples, corpus, self.val_fraction, self.test_fraction, self.seed, str(self.path)
+        )
+        return _limited(corpus, train, val, test, self.max_examples, self.seed)
 
 
 class SquadSource(_FileSource):
     """SQuAD-format JSON (SQuAD v1.1, v2.0, XQuAD): one passage per paragraph.
 
     Passage ids are `{title}#{paragraph index}`, the group is the article title, and the
-    splits are article-disjoint. Unanswerable SQuAD v2.0 questions keep `answers=[]`.
+    default splits are article-disjoint. Unanswerable SQuAD v2.0 questions keep `answers=[]`.
 
     Args:
         path: the JSON file (`data[].title`, `data[].paragraphs[].context`,
@@ -122,6 +269,17 @@ class SquadSource(_FileSource):
         test_fraction: fraction of questions (whole articles) for test.
         seed: split and subsampling seed.
         max_examples: keep at most this many examples per split (random by seed); None keeps all.
+        split_by: how the examples are divided: "group" (at random by the fractions, whole
+            groups to one split; the default), "order" (in file order by the fractions: train
+            first, then val, then test) or "ids" (by `train_ids` / `val_ids` / `test_ids`,
+            implied when any of them is set; the fractions are then ignored).
+        train_ids: example ids for train: a list, or the path of a file with one id per line
+            (blank lines and lines starting with `#` skipped). None: train takes every example
+            not listed for val or test; when set, every example must be listed somewhere.
+        val_ids: example ids for validation (a list or a file, as `train_ids`).
+        test_ids: example ids for test (a list or a file, as `train_ids`).
+        evaluate_all: put every example in val and in test (train empty), to evaluate a model
+            on the whole file; excludes `split_by` other than "group" and the id lists.
     """
 
     def read(self) -> tuple[Corpus, list[Example]]:
@@ -149,31 +307,66 @@ class SquadSource(_FileSource):
                             answers=_dedupe(texts),
                             gold_passage_ids=[pid],
                             example_id=get_field(qa, "id", qwhere),
+                            meta={"where": qwhere},
                         )
                     )
-        return Corpus(passages, source=str(path)), examples
-
-    def load(self) -> RAGData:
-        """Read the file and split it by article."""
-        corpus, examples = self.read()
-        return _split(examples, corpus, self.val_fraction, self.test_fraction, self.seed, self.max_examples)
+        corpus = Corpus(passages, source=str(path))
+        return corpus, examples
 
 
 # ----------------------------------------------------------------------------- BEIR
 
 
-class BeirSource(DataSource):
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+QRELS_FORMATS = {
+    "beir": "BEIR (query id<TAB>passage id<TAB>score)",
+    "trec": "TREC (query id, iteration, passage id, relevance; whitespace-separated)",
+}
+
+
+def _qrels_header(line: str) -> bool:
+    """A first line whose score column is not a number (BEIR's `query-id corpus-id score`)."""
+    tabs, words = line.split("\t"), line.split()
+    return not (len(tabs) >= 3 and _is_number(tabs[2].strip())) and not (
+        len(words) == 4 and _is_number(words[3])
+    )
+
+
+def _qrels_format(line: str) -> str:
+    """ "trec" for a 4-column line whose last column is a number, else "beir"."""
+    words = line.split()
+    tabs = line.split("\t")
+    return "trec" if len(words) == 4 and len(tabs) != 3 and _is_number(words[3]) else "beir"
+
+
+class BeirSource(_SplitSource):
     """A BEIR dataset folder: `corpus.jsonl`, `queries.jsonl`, `qrels/{split}.tsv`.
 
-    Qrels columns are read by position (query id, passage id, score) whatever the header says,
-    and rows with score > 0 are the gold passages. Answers come from the query's
-    `metadata.answers` when present (MS MARCO), else `answers=[]` (retrieval only). Every
-    passage's group is its own id.
+    Qrels files are BEIR (a header, then `query-id<TAB>corpus-id<TAB>score`, read by position
+    whatever the header says) or TREC (`qid iter docid rel`, whitespace-separated, no header);
+    the format is detected from the first judgement line and every line must follow it. Grades
+    are kept (`Example.grades`, explicit 0 judgements included: judged, not relevant) and the
+    passages with grade > 0 (grade >= 1 for integer grades) are the gold passages; nDCG uses the
+    grades. A query whose judgements are all 0 has nothing to learn or evaluate and is left out.
+    Records name their id `_id` (or `id`). Answers come from the query's `metadata.answers`
+    when present (MS MARCO), else `answers=[]` (retrieval only). Every passage's group is its
+    own id.
 
     If `qrels/{train_split}.tsv` exists, train comes from it and the eval split's queries are
     divided by group into val (`val_fraction` of them) and test (the rest; `val_fraction=0`
     keeps the whole eval split as test, for comparison with published figures). Otherwise the
     eval split's queries are divided by group into train/val/test by the two fractions.
+    `split_by: order` divides them in file order instead; `evaluate_all` puts the whole eval
+    split in val and in test (train from `qrels/{train_split}.tsv` if it exists, else empty):
+    the switch for a folder with test qrels only. With id lists, the examples are the eval
+    split's queries and those of the train split that are not also eval queries.
 
     Args:
         path: the dataset folder.
@@ -186,6 +379,17 @@ class BeirSource(DataSource):
         max_examples: keep at most this many examples per split (random by seed); None keeps all.
         disjoint_train: drop training queries whose gold passages are gold for a val/test
             query (the official BEIR splits share some passages, e.g. 181 in SciFact).
+        split_by: how the examples are divided: "group" (at random by the fractions, whole
+            groups to one split; the default), "order" (in file order by the fractions: train
+            first, then val, then test) or "ids" (by `train_ids` / `val_ids` / `test_ids`,
+            implied when any of them is set; the fractions are then ignored).
+        train_ids: example ids for train: a list, or the path of a file with one id per line
+            (blank lines and lines starting with `#` skipped). None: train takes every example
+            not listed for val or test; when set, every example must be listed somewhere.
+        val_ids: example ids for validation (a list or a file, as `train_ids`).
+        test_ids: example ids for test (a list or a file, as `train_ids`).
+        evaluate_all: put every example in val and in test (train empty), to evaluate a model
+            on the whole file; excludes `split_by` other than "group" and the id lists.
     """
 
     def __init__(
@@ -198,6 +402,11 @@ class BeirSource(DataSource):
         seed: int = 0,
         max_examples: int | None = None,
         disjoint_train: bool = False,
+        split_by: str = "group",
+        train_ids: str | list[str] | None = None,
+        val_ids: str | list[str] | None = None,
+        test_ids: str | list[str] | None = None,
+        evaluate_all: bool = False,
     ) -> None:
         self.path = Path(path)
         self.train_split = train_split
@@ -207,6 +416,7 @@ class BeirSource(DataSource):
         self.seed = seed
         self.max_examples = max_examples
         self.disjoint_train = disjoint_train
+        self._init_split(split_by, train_ids, val_ids, test_ids, evaluate_all)
 
     def read_corpus(self) -> Corpus:
         """All passages of `corpus.jsonl`."""
@@ -216,68 +426,113 @@ class BeirSource(DataSource):
         passages: list[Passage] = []
         seen: dict[str, int] = {}
         for lineno, rec in iter_jsonl(path):
-            pid = get_field(rec, "_id", f"{path}:{lineno}")
+            pid = get_field(rec, ("_id", "id"), f"{path}:{lineno}")
             if pid in seen:
-                raise DataError(f"{path}:{lineno}: duplicate passage id {pid!r} (first on line {seen[pid]})")
+                raise DataError(
+                    f"{path}:{lineno}: duplicate passage id {pid!r} (first on line {seen[pid]}); "
+                    "give every passage its own id"
+                )
             seen[pid] = lineno
             title = get_field(rec, "title", f"{path}:{lineno}", optional=True) or ""
             passages.append(Passage(pid, title, get_field(rec, "text", f"{path}:{lineno}")))
         return Corpus(passages, source=str(path))
 
     def read_queries(self) -> dict[str, tuple[str, list[str], dict]]:
-        """Query id -> (text, answers, metadata) from `queries.jsonl`."""
+        """Query id -> (text, answers, metadata) from `queries.jsonl` (`where` in the metadata)."""
         path = _require_file(self.path / "queries.jsonl", "a BEIR queries.jsonl with {_id, text} per line")
         queries: dict[str, tuple[str, list[str], dict]] = {}
         lines: dict[str, int] = {}
         for lineno, rec in iter_jsonl(path):
             where = f"{path}:{lineno}"
-            qid = get_field(rec, "_id", where)
+            qid = get_field(rec, ("_id", "id"), where)
             if qid in queries:
-                raise DataError(f"{where}: duplicate query id {qid!r} (first on line {lines[qid]})")
+                raise DataError(
+                    f"{where}: duplicate query id {qid!r} (first on line {lines[qid]}); "
+                    "give every query its own id"
+                )
             meta = get_field(rec, "metadata", where, dict, optional=True) or {}
             answers = get_field(meta, "answers", f"{where}: metadata", list, optional=True) or []
             if not all(isinstance(a, str) for a in answers):
                 raise DataError(f"{where}: field 'metadata.answers' should be a list of strings")
-            queries[qid], lines[qid] = (get_field(rec, "text", where), _dedupe(answers), meta), lineno
+            text = get_field(rec, "text", where)
+            queries[qid], lines[qid] = (text, _dedupe(answers), {**meta, "where": where}), lineno
         return queries
 
     def read_qrels(self, split: str, corpus: Corpus, queries: dict) -> list[Example]:
-        """Examples of one qrels split, in order of first appearance of each query."""
+        """Examples of one qrels split (BEIR or TREC lines), in order of first appearance of each query."""
         path = _require_file(
             self.path / "qrels" / f"{split}.tsv",
-            "a BEIR qrels file: header, then query-id<TAB>corpus-id<TAB>score",
+            "a BEIR qrels file (header, then query-id<TAB>corpus-id<TAB>score) or TREC qrels "
+            "(query-id iteration corpus-id relevance)",
         )
-        gold: dict[str, list[str]] = {}
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            cols = line.rstrip("\r\n").split("\t")
+        grades: dict[str, dict[str, float]] = {}
+        judged_on: dict[tuple[str, str], int] = {}
+        fmt: str | None = None
+        first = 0
+        for lineno, line in read_lines(path):
             if not line.strip():
                 continue
-            if len(cols) < 3:
-                raise DataError(
-                    f"{path}:{lineno}: expected 3 tab-separated columns (query id, passage id, score), got {len(cols)}"
-                )
-            qid, pid, score_text = cols[0].strip(), cols[1].strip(), cols[2].strip()
+            if fmt is None:
+                if lineno == 1 and _qrels_header(line):
+                    continue  # the header line, whatever its column names
+                fmt, first = _qrels_format(line), lineno
+            if fmt == "trec":
+                cols = line.split()
+                if len(cols) != 4:
+                    raise DataError(
+                        f"{path}:{lineno}: expected 4 whitespace-separated columns (query id, iteration, "
+                        f"passage id, relevance), got {len(cols)}; line {first} made this a "
+                        f"{QRELS_FORMATS['trec']} file: do not mix formats"
+                    )
+                qid, pid, score_text = cols[0], cols[2], cols[3]
+            else:
+                cols = line.split("\t")
+                if len(cols) < 3:
+                    raise DataError(
+                        f"{path}:{lineno}: expected 3 tab-separated columns (query id, passage id, score), "
+                        f"got {len(cols)} (formats read: {QRELS_FORMATS['beir']} or {QRELS_FORMATS['trec']})"
+                    )
+                qid, pid, score_text = cols[0].strip(), cols[1].strip(), cols[2].strip()
             try:
                 score = float(score_text)
             except ValueError:
-                if lineno == 1:
-                    continue  # the header line, whatever its column names
-                raise DataError(f"{path}:{lineno}: score {score_text!r} is not a number") from None
+                raise DataError(
+                    f"{path}:{lineno}: score {score_text!r} is not a number "
+                    f"(read as {QRELS_FORMATS[fmt]}, from line {first})"
+                ) from None
             if qid not in queries:
                 raise DataError(f"{path}:{lineno}: query id {qid!r} is not in queries.jsonl")
             if pid not in corpus:
                 raise DataError(f"{path}:{lineno}: passage id {pid!r} is not in corpus.jsonl")
-            gold.setdefault(qid, [])
-            if score > 0 and pid not in gold[qid]:
-                gold[qid].append(pid)
+            judged = grades.setdefault(qid, {})
+            if pid in judged and judged[pid] != score:
+                raise DataError(
+                    f"{path}:{lineno}: query {qid!r} and passage {pid!r} are judged {score_text} here "
+                    f"but {judged[pid]:g} on line {judged_on[qid, pid]}; keep one judgement"
+                )
+            judged.setdefault(pid, score)
+            judged_on.setdefault((qid, pid), lineno)
         examples = []
-        for qid, pids in gold.items():
-            if not pids:
+        for qid, judged in grades.items():
+            gold = [pid for pid, grade in judged.items() if grade > 0]
+            if not gold:
                 continue  # only non-relevant judgements: nothing to learn or evaluate
             text, answers, meta = queries[qid]
             extra = {k: v for k, v in meta.items() if k != "answers"}
             examples.append(
-                Example(text, list(answers), pids, example_id=qid, meta={"split": split, **extra})
+                Example(
+                    text,
+                    list(answers),
+                    gold,
+                    example_id=qid,
+                    meta={"split": split, **extra},
+                    grades=dict(judged),
+                )
+            )
+        if not examples:
+            raise DataError(
+                f"{path}: no query has a judgement with score > 0; a qrels file needs at least one "
+                "relevant passage"
             )
         return examples
 
@@ -289,11 +544,22 @@ class BeirSource(DataSource):
             )
         corpus, queries = self.read_corpus(), self.read_queries()
         evals = self.read_qrels(self.eval_split, corpus, queries)
-        if not (self.path / "qrels" / f"{self.train_split}.tsv").is_file():
-            return _split(evals, corpus, self.val_fraction, self.test_fraction, self.seed, self.max_examples)
-        train = self.read_qrels(self.train_split, corpus, queries)
+        train = None
+        if (self.path / "qrels" / f"{self.train_split}.tsv").is_file():
+            train = self.read_qrels(self.train_split, corpus, queries)
+        n, s, source = self.max_examples, self.seed, str(self.path)
+        if self.split_by == "ids":
+            eval_ids = {ex.example_id for ex in evals}
+            pool = evals + [ex for ex in train or [] if ex.example_id not in eval_ids]
+            return _limited(corpus, *self._divide(pool, corpus, 0.0, 0.0, s, source), n, s)
+        if train is None:
+            tr, va, te = self._divide(evals, corpus, self.val_fraction, self.test_fraction, s, source)
+            return _limited(corpus, tr, va, te, n, s)
         # val_fraction of the eval queries (whole groups) to val, the rest to test
-        test, val, _ = split_by_group(evals, corpus, self.val_fraction, 0.0, self.seed)
+        if self.evaluate_all:
+            val, test = list(evals), list(evals)
+        else:
+            test, val, _ = self._divide(evals, corpus, self.val_fraction, 0.0, s, source)
         if self.disjoint_train:
             held = {corpus[corpus.index_of(p)].group_key for ex in evals for p in ex.gold_passage_ids}
             train = [
@@ -301,8 +567,7 @@ class BeirSource(DataSource):
                 for ex in train
                 if not any(corpus[corpus.index_of(p)].group_key in held for p in ex.gold_passage_ids)
             ]
-        n, s = self.max_examples, self.seed
-        return RAGData(corpus, limit(train, n, s), limit(val, n, s), limit(test, n, s))
+        return _limited(corpus, train, val, test, n, s)
 
 
 # ----------------------------------------------------------------------------- HotpotQA
@@ -311,12 +576,12 @@ class BeirSource(DataSource):
 def _read_records(path: Path) -> list[tuple[str, dict]]:
     """(location, record) pairs from a JSON list or a JSONL file (Hugging Face `to_json`)."""
     if path.suffix != ".jsonl":
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             if e.msg != "Extra data" or not text.lstrip().startswith("{"):
-                raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+                raise DataError(f"{path}:{e.lineno}: malformed JSON ({json_problem(e)})") from None
         else:
             if isinstance(data, dict) and isinstance(data.get("question"), list):  # one dict of columns
                 n = len(data["question"])
@@ -391,17 +656,28 @@ class HotpotQASource(_FileSource):
         test_fraction: fraction of questions for test (group-disjoint).
         seed: split and subsampling seed.
         max_examples: keep at most this many examples per split (random by seed); None keeps all.
+        split_by: how the examples are divided: "group" (at random by the fractions, whole
+            groups to one split; the default), "order" (in file order by the fractions: train
+            first, then val, then test) or "ids" (by `train_ids` / `val_ids` / `test_ids`,
+            implied when any of them is set; the fractions are then ignored).
+        train_ids: example ids for train: a list, or the path of a file with one id per line
+            (blank lines and lines starting with `#` skipped). None: train takes every example
+            not listed for val or test; when set, every example must be listed somewhere.
+        val_ids: example ids for validation (a list or a file, as `train_ids`).
+        test_ids: example ids for test (a list or a file, as `train_ids`).
+        evaluate_all: put every example in val and in test (train empty), to evaluate a model
+            on the whole file; excludes `split_by` other than "group" and the id lists.
     """
 
     def read(self) -> tuple[Corpus, list[Example]]:
-        """The corpus and all examples, unsplit."""
+        """The corpus and all examples, unsplit (`meta["where"]`: the file and line or record)."""
         path = _require_file(self.path, "a HotpotQA JSON list or JSONL file")
         passages: list[Passage] = []
         by_content: dict[tuple[str, str], str] = {}
         per_title: dict[str, int] = {}
         examples: list[Example] = []
         for where, rec in _read_records(path):
-            qid = get_field(rec, "_id", where, optional=True) or get_field(rec, "id", where)
+            qid = get_field(rec, ("_id", "id"), where)
             cands: list[str] = []
             title_to_pid: dict[str, str] = {}
             for title, sentences in _hotpot_context(rec, where):
@@ -422,6 +698,7 @@ class HotpotQASource(_FileSource):
                     )
                 gold.append(title_to_pid[title])
             meta = {k: rec[k] for k in ("type", "level") if k in rec}
+            meta["where"] = where
             examples.append(
                 Example(
                     query=get_field(rec, "question", where),
@@ -436,8 +713,3 @@ class HotpotQASource(_FileSource):
         corpus = Corpus(passages, source=str(path))
         check_examples(examples, corpus, str(path))
         return corpus, examples
-
-    def load(self) -> RAGData:
-        """Read the file and split it by supporting-fact titles."""
-        corpus, examples = self.read()
-        return _split(examples, corpus, self.val_fraction, self.test_fraction, self.seed, self.max_examples)

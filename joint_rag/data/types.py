@@ -111,6 +111,11 @@ class Example:
         instruction: optional text that changes what counts as relevant.
         example_id: a stable id (from the source file where it has one).
         hops: 1 for single-hop questions, 2 for two-hop (synthetic data).
+        meta: anything else the source keeps (e.g. ``where``: the file and line it came from).
+        grades: graded judgements (qrels): passage id -> grade, with explicit 0 judgements
+            (judged, not relevant) kept. The gold passages are those with grade > 0, which for
+            the integer grades of TREC and BEIR files is grade >= 1. None: binary relevance,
+            every gold passage has grade 1 (see `relevance`).
     """
 
     query: str
@@ -121,10 +126,18 @@ class Example:
     example_id: str = ""
     hops: int = 1
     meta: dict = field(default_factory=dict)
+    grades: dict[str, float] | None = None
 
     @property
     def answer(self) -> str:
         return self.answers[0] if self.answers else ""
+
+    @property
+    def relevance(self) -> dict[str, float]:
+        """Passage id -> grade for the metrics: `grades`, or grade 1 for each gold passage."""
+        if self.grades is not None:
+            return dict(self.grades)
+        return {pid: 1.0 for pid in self.gold_passage_ids}
 
 
 @dataclass(frozen=True)

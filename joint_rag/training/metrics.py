@@ -9,7 +9,10 @@ normalised answer as in SQuAD v2: F1 = 1 if both prediction and gold are empty, 
 
 Retrieval math is torchmetrics' functional retrieval API (``retrieval_recall``,
 ``retrieval_reciprocal_rank``, ``retrieval_normalized_dcg``, each with ``top_k``), applied per
-query. Definitions, per query, with ``gold`` the relevant passages (grade > 0):
+query. Definitions, per query, with ``gold`` the relevant passages: the stated threshold is
+grade > 0, which for the integer grades of qrels files (TREC, BEIR: 0, 1, 2, ...) is grade >= 1;
+an explicit 0 judgement is judged non-relevant (as is an unjudged passage); binary gold (a
+collection of ids) is grade 1 each:
 - recall@k = |gold in top k| / |gold|  (the usual hit@k, 0 or 1, when there is one gold passage);
 - MRR@k = 1 / rank of the first gold passage in the top k, 0 if none;
 - nDCG@k = DCG@k / IDCG@k with DCG@k = sum_{i=1..k} grade_i / log2(i + 1) (linear gain, as
