@@ -24,6 +24,8 @@ The query encoder is the same class (``Compressor.copy_for_queries``).
 from __future__ import annotations
 
 import copy
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -277,6 +279,42 @@ class Compressor(nn.Module):
             self._generator_parts = parts
         new._generator_parts = parts
         return new
+
+    def count_truncated(self, texts: Sequence[str], batch_size: int = 1024) -> int:
+        """How many of ``texts`` are longer than ``max_length`` tokens (``tokenize`` cuts them)."""
+        self.tokenizer.padding_side = "left" if self.is_decoder else "right"
+        count = 0
+        for start in range(0, len(texts), batch_size):
+            # one token past the limit is enough to tell a cut text (and bounds the work)
+            ids = self.tokenizer(
+                list(texts[start : start + batch_size]), truncation=True, max_length=self.max_length + 1
+            )["input_ids"]
+            count += sum(len(row) > self.max_length for row in ids)
+        return count
+
+    def warn_truncated(self, texts: Sequence[str], source: str) -> int:
+        """Warn once per corpus how many of its ``texts`` are cut at ``max_length``.
+
+        A corpus is known by ``source`` (its file, ``Corpus.source``) and its size: the count
+        is computed once per corpus and remembered; a later call for the same corpus returns it
+        without tokenizing or warning again.
+
+        Returns:
+            The number of texts longer than ``max_length`` tokens.
+        """
+        checked = self.__dict__.setdefault("_truncation_checked", {})
+        key = (source, len(texts))
+        if key not in checked:
+            checked[key] = count = self.count_truncated(texts)
+            if count:
+                warnings.warn(
+                    f"{source}: {count} of {len(texts)} passages are longer than compressor max_length="
+                    f"{self.max_length} tokens and are truncated at max_length; raise "
+                    "model.compressor.init_args.max_length to keep them whole",
+                    UserWarning,
+                    stacklevel=2,
+                )
+        return checked[key]
 
     def tokenize(self, texts: list[str], device: torch.device | None = None) -> dict[str, Tensor]:
         self.tokenizer.padding_side = "left" if self.is_decoder else "right"
