@@ -42,6 +42,7 @@ import re
 import shutil
 import time
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -414,12 +415,27 @@ def _check_tree(folder: Path, manifest: dict[str, Any]) -> None:
         )
 
 
-def _verify_digests(folder: Path, manifest: dict[str, Any]) -> None:
+def _start_digests(folder: Path, manifest: dict[str, Any]) -> tuple[ThreadPoolExecutor, dict[str, Future]]:
+    """Hash the listed files in a background thread while the parts load (file reads and
+    hashlib release the GIL): ``{relative path: future of (size, sha256)}``."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jrag-digests")
+
+    def digest(path: Path) -> tuple[int, str]:
+        return path.stat().st_size, file_sha256(path)
+
+    listed = manifest.get(FILES_KEY) or {}
+    return pool, {rel: pool.submit(digest, folder / rel) for rel in sorted(listed)}
+
+
+def _verify_digests(folder: Path, manifest: dict[str, Any], digests: dict[str, Future]) -> None:
     """Every listed file has the size and sha256 the manifest records (version 3)."""
     bad = []
     for rel, entry in (manifest.get(FILES_KEY) or {}).items():
-        path = folder / rel
-        if path.stat().st_size != entry["size"] or file_sha256(path) != entry["sha256"]:
+        try:
+            size, sha = digests[rel].result()
+        except OSError:
+            size, sha = -1, ""
+        if size != entry["size"] or sha != entry["sha256"]:
             bad.append(rel)
     if bad:
         more = f" (and {', '.join(bad[1:])})" if len(bad) > 1 else ""
@@ -473,9 +489,9 @@ def load_system(directory: str | os.PathLike, device: str | torch.device = "cpu"
 
     The checks, in order (the module docstring lists them): the manifest and its version; the
     folder's entries (links, file kinds, the listed files against those present); the parts as
-    they load (shapes, fingerprints); last the size and sha256 of every listed file, so a file
-    that fails to parse is named by its own error and one that parses but is not the exported
-    one by the digest.
+    they load (shapes, fingerprints); last the size and sha256 of every listed file (hashed in
+    a background thread while the parts load), so a file that fails to parse is named by its
+    own error and one that parses but is not the exported one by the digest.
 
     Raises:
         ExportFormatError: missing, extra, linked or invalid files, another ``format_version``,
@@ -488,6 +504,18 @@ def load_system(directory: str | os.PathLike, device: str | torch.device = "cpu"
     manifest = read_manifest(folder)
     _check_tree(folder, manifest)
     _check_files(folder, manifest)
+    pool, digests = _start_digests(folder, manifest)
+    try:
+        system = _load_parts(folder, manifest, device)
+        _verify_digests(folder, manifest, digests)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # after a failed load: no more hashing
+    return system, manifest
+
+
+def _load_parts(folder: Path, manifest: dict[str, Any], device: str | torch.device) -> RAGSystem:
+    """The system of a folder whose entries ``load_system`` checked, every part checked against
+    the manifest and the others."""
     settings = manifest["system"]
     with quiet_transformers():
         compressor = Compressor.from_pretrained(folder / COMPRESSOR_DIR)
@@ -548,8 +576,7 @@ def load_system(directory: str | os.PathLike, device: str | torch.device = "cpu"
                 f"{REEXPORT}"
             )
         system.corpus_memory = memory.to(device)
-    _verify_digests(folder, manifest)
-    return system, manifest
+    return system
 
 
 def read_corpus(path: Path) -> Corpus:
