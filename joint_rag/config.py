@@ -73,11 +73,65 @@ class JointRAGCLI(LightningCLI):
             kwargs["callbacks"] = [*callbacks, ModelCheckpoint(save_last="link")]
         return super().instantiate_trainer(**kwargs)
 
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if kwargs.get("ckpt_path") is not None:
+            kwargs["ckpt_path"] = resolve_ckpt_path(
+                kwargs["ckpt_path"], self.trainer.default_root_dir, subcommand
+            )
+        return kwargs
+
     def after_fit(self) -> None:
         trainer = self.trainer
         ckpt = trainer.checkpoint_callback
         last = getattr(ckpt, "last_model_path", "") if ckpt is not None else ""
         print(f"run folder: {trainer.log_dir}" + (f"   last checkpoint: {last}" if last else ""), flush=True)
+
+
+def resolve_ckpt_path(ckpt_path: str, root: str | os.PathLike, subcommand: str = "fit") -> str | None:
+    """The checkpoint ``--ckpt_path`` names, checked before Lightning reads it.
+
+    ``last``: the newest ``last.ckpt`` of any earlier run under ``root`` (``trainer.default_root_dir``:
+    every run writes its own ``lightning_logs/version_*``, so Lightning's own lookup, which only
+    searches the new run's folder, never finds one); when there is none, ``fit`` says so in one
+    line and starts from step 0, the other commands refuse. Lightning's other keywords (``best``,
+    ``hpc``, ``registry``) pass through. A path must exist and be a complete checkpoint (a zip
+    archive whose directory is intact: a truncated file is caught here, not mid-restore).
+
+    Raises:
+        JointRAGError: a missing or unreadable checkpoint file (named), or no last checkpoint.
+    """
+    import zipfile
+    from pathlib import Path
+
+    from joint_rag.errors import JointRAGError
+
+    if ckpt_path in ("best", "hpc") or str(ckpt_path).startswith("registry"):
+        return ckpt_path
+    if ckpt_path == "last":
+        found = [p for p in Path(root).glob("**/last.ckpt") if p.exists()]  # a dangling link does not count
+        if not found:
+            if subcommand != "fit":
+                raise JointRAGError(f"--ckpt_path last: no last.ckpt under {root}; pass a checkpoint file")
+            print(f"--ckpt_path last: no last.ckpt under {root} yet: training from step 0", flush=True)
+            return None
+        newest = max(found, key=lambda p: p.resolve().stat().st_mtime)
+        print(f"resuming from {newest.resolve()}", flush=True)
+        ckpt_path = str(newest.resolve())
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise JointRAGError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise JointRAGError(
+            f"--ckpt_path {ckpt_path}: not a complete checkpoint ({err}); it may be truncated: "
+            "use an earlier checkpoint"
+        ) from err
+    if not any(n.endswith("data.pkl") for n in names):
+        raise JointRAGError(f"--ckpt_path {ckpt_path}: a zip archive but not a torch checkpoint")
+    return str(path)
 
 
 def make_cli(args: Sequence[str] | None = None, run: bool = True) -> JointRAGCLI:

@@ -34,3 +34,9 @@ class IndexFormatError(JointRAGError):
 
 class GridError(JointRAGError):
     """A malformed ablation grid file (the message names the file and the field)."""
+
+
+class DivergenceError(JointRAGError):
+    """Training produced a non-finite loss, gradient or weight: the fit stops (no checkpoint of
+    non-finite weights is written). The message names the step, the loss terms and the
+    learning rates."""

@@ -163,7 +163,9 @@ class RAGSystem(nn.Module):
             retrieval vectors (N, R, D), on the system's device.
         """
         texts = self._corpus().texts()
-        if rows is not None:
+        if rows is None:  # the whole corpus: say once how many passages max_length cuts
+            self.compressor.warn_truncated(texts, self._corpus().source)
+        else:
             texts = [texts[r] for r in rows]
         size = self.encode_batch_size
         if need_memory is None:

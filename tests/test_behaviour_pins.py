@@ -2,24 +2,36 @@
 metrics and an export's top-5 passages, scores and greedy answers, with a fixed seed. The
 values were measured on the pre-refactor code (commit 43c76c4), whose index backend was faiss.
 
-With ``index_backend: faiss`` they hold to 1e-6. The new default backend (``exact``: the kernel
-dispatch) breaks near-ties between the tiny random model's training candidates (their scores
-agree to 1e-4) in another order, so the two training steps differ slightly: the metrics, the
-top-5 ids and the answers still hold, the scores move by at most 1.6e-6 (measured)."""
+Re-pinned in issue 14 (exact resume): the training batches now come from torchdata's
+``StatefulDataLoader``, which draws its shuffle seed when the loader is built instead of at
+the epoch's start, so the two training steps see other examples. The values were measured on
+that code, per backend: the ``exact`` backend (the kernel dispatch) breaks near-ties between the
+tiny random model's training candidates (scores agree to 1e-4) in another order than faiss, so
+the two backends train on other candidates and are pinned apart. Both hold to 1e-6."""
 
 from __future__ import annotations
 
 import pytest
 from smoke_fit import fit_smoke
 
-#: ``trainer.validate`` after two steps of experiments/smoke.yaml (12 entities, seed 0)
+#: ``trainer.validate`` after two steps of experiments/smoke.yaml (12 entities, seed 0), per backend
 PINNED_METRICS = {
-    "val/recall@1": 0.0,
-    "val/recall@5": 0.375,
-    "val/mrr@10": 0.16249999403953552,
-    "val/ndcg@10": 0.34876924753189087,
-    "val/em": 0.0,
-    "val/f1": 0.0,
+    "faiss": {
+        "val/recall@1": 0.0,
+        "val/recall@5": 0.625,
+        "val/mrr@10": 0.20000000298023224,
+        "val/ndcg@10": 0.3028022050857544,
+        "val/em": 0.0,
+        "val/f1": 0.0,
+    },
+    "exact": {
+        "val/recall@1": 0.0,
+        "val/recall@5": 0.375,
+        "val/mrr@10": 0.1473214328289032,
+        "val/ndcg@10": 0.2865038216114044,
+        "val/em": 0.0,
+        "val/f1": 0.0,
+    },
 }
 PINNED_QUERIES = [
     "Which colour does Gosol Nasegi like best?",
@@ -27,33 +39,58 @@ PINNED_QUERIES = [
     "What animal does Gosol Nasegi have as a pet?",
 ]
 #: ``JointRAG.retrieve(PINNED_QUERIES, k=5)`` on the export of that module
-PINNED_TOP5 = [
-    [
-        ("person-2", 0.9185867309570312),
-        ("person-4", 0.9185199737548828),
-        ("person-3", 0.9184106588363647),
-        ("person-1", 0.9184011220932007),
-        ("person-5", 0.9183894991874695),
+PINNED_TOP5 = {
+    "faiss": [
+        [
+            ("org-0", 0.8924558758735657),
+            ("person-7", 0.8923074007034302),
+            ("person-10", 0.8922736644744873),
+            ("org-1", 0.8922564387321472),
+            ("person-1", 0.8921860456466675),
+        ],
+        [
+            ("org-0", 0.8923741579055786),
+            ("person-7", 0.8922256827354431),
+            ("person-10", 0.8921918869018555),
+            ("org-1", 0.8921747207641602),
+            ("person-1", 0.8921040892601013),
+        ],
+        [
+            ("org-0", 0.8927258849143982),
+            ("person-7", 0.892578125),
+            ("person-10", 0.8925437927246094),
+            ("org-1", 0.8925272226333618),
+            ("person-1", 0.8924564123153687),
+        ],
     ],
-    [
-        ("person-2", 0.9185789823532104),
-        ("person-4", 0.9185125827789307),
-        ("person-3", 0.9184029698371887),
-        ("person-1", 0.9183933138847351),
-        ("person-5", 0.9183820486068726),
+    "exact": [
+        [
+            ("person-11", 0.9225233197212219),
+            ("person-10", 0.9224534630775452),
+            ("person-9", 0.922410249710083),
+            ("person-1", 0.9224005341529846),
+            ("person-2", 0.9223718643188477),
+        ],
+        [
+            ("person-11", 0.9225549697875977),
+            ("person-10", 0.9224848747253418),
+            ("person-9", 0.9224418997764587),
+            ("person-1", 0.9224317669868469),
+            ("person-2", 0.9224035739898682),
+        ],
+        [
+            ("person-11", 0.9226106405258179),
+            ("person-10", 0.9225414395332336),
+            ("person-9", 0.9224978089332581),
+            ("person-1", 0.9224883913993835),
+            ("person-2", 0.922459602355957),
+        ],
     ],
-    [
-        ("person-2", 0.9185969829559326),
-        ("person-4", 0.9185313582420349),
-        ("person-3", 0.9184213280677795),
-        ("person-1", 0.9184116721153259),
-        ("person-5", 0.9184012413024902),
-    ],
-]
+}
 PINNED_ANSWERS = ["::::", "::::", "::::"]
 
 
-TOLERANCE = {"faiss": 1e-6, "exact": 5e-6}
+TOLERANCE = {"faiss": 1e-6, "exact": 1e-6}
 
 
 @pytest.fixture(scope="module", params=["faiss", "exact"])
@@ -64,11 +101,11 @@ def smoke_run(request, tmp_path_factory):
 
 
 def test_smoke_fit_validation_metrics_are_pinned(smoke_run):
-    cli, _, _ = smoke_run
+    cli, _, backend = smoke_run
     results = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]
-    got = {k: float(v) for k, v in results.items() if k in PINNED_METRICS}
-    assert got.keys() == PINNED_METRICS.keys()
-    for key, value in PINNED_METRICS.items():
+    got = {k: float(v) for k, v in results.items() if k in PINNED_METRICS[backend]}
+    assert got.keys() == PINNED_METRICS[backend].keys()
+    for key, value in PINNED_METRICS[backend].items():
         assert got[key] == pytest.approx(value, abs=1e-6), key
 
 
@@ -81,7 +118,7 @@ def test_export_top5_scores_and_answers_are_pinned(smoke_run):
     out = export_module(cli.model, root / "export", cli.datamodule.corpus)
     rag = JointRAG.from_pretrained(out)
     top5 = rag.retrieve(PINNED_QUERIES, k=5)
-    for got, want in zip(top5, PINNED_TOP5):
+    for got, want in zip(top5, PINNED_TOP5[backend]):
         assert [pid for pid, _ in got] == [pid for pid, _ in want]
         assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=TOLERANCE[backend])
     assert [r["answer"] for r in rag.answer(PINNED_QUERIES)] == PINNED_ANSWERS

@@ -169,3 +169,26 @@ def search(
         finally:
             index.nprobe = params.nprobe
     return scores, rows
+
+
+def serialize(index) -> np.ndarray:
+    """The index as bytes (uint8), a GPU index through its CPU copy (``deserialize`` undoes it)."""
+    import faiss
+
+    if "Gpu" in type(index).__name__:
+        index = faiss.index_gpu_to_cpu(index)
+    return faiss.serialize_index(index)
+
+
+def deserialize(data: np.ndarray, backend: str, params: FaissParams, on_cuda: bool):
+    """An index from ``serialize``'s bytes, moved to the GPU as ``build`` would."""
+    import faiss
+
+    index = faiss.deserialize_index(np.ascontiguousarray(data, dtype=np.uint8))
+    use_gpu = (on_cuda if params.use_gpu is None else params.use_gpu) and gpu_available()
+    if use_gpu and backend != "faiss_hnsw":
+        global _gpu_resources
+        if _gpu_resources is None:
+            _gpu_resources = faiss.StandardGpuResources()
+        index = faiss.index_cpu_to_gpu(_gpu_resources, 0, index)
+    return index

@@ -247,6 +247,45 @@ class PassageIndex:
         """(...,) float: how many steps before ``step`` the vectors of ``rows`` were computed."""
         return (step - self.row_steps[rows.detach().long().cpu()]).float()
 
+    # ----------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        """Everything the index is, as tensors and plain data (a training checkpoint's copy, so a
+        resumed fit searches exactly the index the interrupted one had, rolling rows and faiss
+        structure included; loadable with ``torch.load(weights_only=True)``)."""
+        state = {
+            "vectors": self.vectors.detach().cpu().clone(),
+            "passage_ids": list(self.passage_ids),
+            "similarity": self.similarity,
+            "backend": self.backend,
+            "step": int(self.step),
+            "row_steps": self.row_steps.detach().cpu().clone(),
+            "fingerprint": dict(self.fingerprint),
+            "params": self.params.as_dict() if self.params is not None else None,
+        }
+        if self._faiss is not None:
+            state["faiss"] = torch.from_numpy(faiss_types.serialize(self._faiss).copy())
+        return state
+
+    @classmethod
+    def from_state_dict(cls, state: dict, device: str | torch.device = "cpu") -> PassageIndex:
+        """The index ``state_dict`` described, on ``device``, without re-encoding or retraining."""
+        index = cls.__new__(cls)
+        index.passage_ids = list(state["passage_ids"])
+        index.similarity = state["similarity"]
+        index.backend = state["backend"]
+        index.step = int(state["step"])
+        index.row_steps = state["row_steps"].clone()
+        index.fingerprint = dict(state["fingerprint"])
+        index.vectors = state["vectors"].to(device).contiguous()
+        index.params = faiss_types.FaissParams(**state["params"]) if state["params"] is not None else None
+        index._faiss = None
+        if "faiss" in state:
+            on_cuda = index.vectors.device.type == "cuda"
+            index._faiss = faiss_types.deserialize(
+                state["faiss"].numpy(), index.backend, index.params, on_cuda
+            )
+        return index
+
     # ----------------------------------------------------------------- save / load
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the index folder atomically (replacing an existing index there)."""

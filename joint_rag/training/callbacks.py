@@ -37,8 +37,9 @@ class IndexRefresh(pl.Callback):
 
     Guards copied from ModelCheckpoint's habits: no refresh during the sanity check or
     fast_dev_run, and never twice for the same global step. The mode's state (last refresh,
-    rolling cursor) is saved in checkpoints; a resumed fit builds a full index tagged with the
-    restored step.
+    rolling cursor) is saved in checkpoints, the index itself by the module; a resumed fit
+    searches that index (from a checkpoint without one, it builds an index tagged with the
+    restored step).
 
     Args:
         every_n_steps: blocking refresh period in optimiser steps (0: never refresh after the
@@ -149,11 +150,15 @@ class IndexRefresh(pl.Callback):
             pl_module.rerank_depth = depth
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: JointRAGModule) -> None:
-        # on_train_start, not on_fit_start: a resumed fit has restored its global step by now,
-        # so the index is tagged with that step (staleness counts from it), not with 0
+        # on_train_start, not on_fit_start: a resumed fit has restored its global step by now.
+        # A checkpoint's own index (JointRAGModule.on_load_checkpoint) is kept as it was, rolling
+        # rows and ages included; without one the index is built and tagged with the restored
+        # step (staleness counts from it), not with 0
         if trainer.global_step < pl_module.pretrain_steps:
             return
         index = pl_module.system.index
+        if pl_module.index_restored and index is not None:
+            return
         if index is None or index.step != trainer.global_step:
             self._refresh(trainer, pl_module)
 

@@ -128,8 +128,9 @@ class AnswerMetrics(torchmetrics.Metric):
         self.count = self.count + len(predictions)
 
     def compute(self) -> dict[str, Tensor]:
-        """Returns ``{"em", "f1"}`` as float32 scalars (0 before any update)."""
-        count = self.count.clamp_min(1)
+        """Returns ``{"em", "f1"}`` as float32 scalars (NaN before any update: no answers is
+        not a score of 0)."""
+        count = self.count.float()
         return {"em": (self.em_sum / count).float(), "f1": (self.f1_sum / count).float()}
 
 
@@ -255,6 +256,6 @@ class RetrievalMetrics(torchmetrics.Metric):
         self.count = self.count + used
 
     def compute(self) -> dict[str, Tensor]:
-        """Returns ``{name: mean}`` as float32 scalars (0 before any counted query)."""
-        means = (self.sums / self.count.clamp_min(1)).float()
+        """Returns ``{name: mean}`` as float32 scalars (NaN before any counted query)."""
+        means = (self.sums / self.count.float()).float()
         return {name: means[i] for i, name in enumerate(self.names)}

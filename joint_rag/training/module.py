@@ -14,6 +14,7 @@ the training loop around it. One training step:
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytorch_lightning as pl
@@ -21,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from joint_rag.data.collate import RAGBatch
+from joint_rag.errors import DivergenceError
 from joint_rag.kernels import similarity as score
 from joint_rag.losses.base import Objective, ObjectiveInputs
 from joint_rag.losses.end_to_end import EndToEnd
@@ -29,9 +31,14 @@ from joint_rag.losses.pretraining import CompressorPretraining
 from joint_rag.models.compressor import Compressor
 from joint_rag.models.generator import Generator
 from joint_rag.models.selection import TopKSelector
+from joint_rag.retrieval.index import PassageIndex
 from joint_rag.system import RAGSystem, eval_mode
 from joint_rag.training.metrics import AnswerMetrics, RetrievalMetrics
 from joint_rag.training.modes import train_trainable_parts
+from joint_rag.training.state import rng_state, set_rng_state
+
+#: the checkpoint key of what ``training/state.py`` describes (RNG states, index, corpus memory)
+CHECKPOINT_KEY = "joint_rag"
 
 
 class JointRAGModule(pl.LightningModule):
@@ -140,6 +147,8 @@ class JointRAGModule(pl.LightningModule):
             shard_index=shard_index,
         )
         self.rerank_depth: int | None = None
+        self.index_restored = False  # the index came from a checkpoint (IndexRefresh keeps it)
+        self._rng_to_restore: dict | None = None
         if freeze_passage_encoder:
             for p in self._passage_encoder_params():
                 p.requires_grad_(False)
@@ -209,6 +218,8 @@ class JointRAGModule(pl.LightningModule):
         else:
             inputs = self._joint_inputs(batch, needs, detach_selection=not objective.answer_trains_retriever)
         total, terms = objective(inputs)
+        if not bool(torch.isfinite(total)):
+            self._diverged(f"non-finite loss {float(total.detach())}", terms)
         self.log("train/loss", total, prog_bar=True, batch_size=B)
         for name, value in terms.items():
             self.log(f"train/{name}", value, batch_size=B)
@@ -366,6 +377,88 @@ class JointRAGModule(pl.LightningModule):
             pretrain={"nll": gen.nll, "memory": out.memory, "token_embeds": token_embeds, "token_mask": mask},
         )
 
+    # ------------------------------------------------------------------ divergence guard
+    def _learning_rates(self) -> str:
+        if self._trainer is None or not self.trainer.optimizers:
+            return "(no optimiser)"
+        groups = self.trainer.optimizers[0].param_groups
+        return ", ".join(f"{g['lr']:.3g}" for g in groups)
+
+    def _diverged(self, what: str, terms: dict[str, Tensor] | None = None) -> None:
+        """Stop the fit: one line with the step, the loss terms and the learning rates."""
+        parts = ", ".join(f"{name}={float(value.detach()):.4g}" for name, value in (terms or {}).items())
+        raise DivergenceError(
+            f"training diverged at step {self.global_step}: {what}"
+            + (f"; loss terms: {parts}" if parts else "")
+            + f"; learning rates: {self._learning_rates()}. No checkpoint was written for this step; "
+            "lower model.lr / model.lr_retriever, add warmup_steps or gradient clipping "
+            "(trainer.gradient_clip_val), and resume from the last checkpoint"
+        )
+
+    def _nonfinite(self, grads: bool = False) -> list[str]:
+        """Names of trainable parameters (or their gradients) holding NaN or inf."""
+        out = []
+        for name, p in self.named_parameters():
+            t = p.grad if grads else p
+            if p.requires_grad and t is not None and not bool(torch.isfinite(t).all()):
+                out.append(name)
+        return out
+
+    def _few(self, names: list[str]) -> str:
+        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # fp16 mixed precision: inf gradients are the loss scaler's business (it skips the step)
+        if str(self._trainer.precision if self._trainer is not None else "").startswith("16"):
+            return
+        bad = self._nonfinite(grads=True)
+        if bad:
+            self._diverged(f"non-finite gradients in {self._few(bad)}")
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        bad = self._nonfinite()
+        if bad:  # finite loss and gradients, but the update overflowed (a huge learning rate)
+            self._diverged(f"the update made {self._few(bad)} non-finite")
+
+    # ------------------------------------------------------------------ checkpoints (exact resume)
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Refuse non-finite weights; add the RNG states, the index and the corpus memory
+        (``training/state.py``) so a resumed fit continues exactly."""
+        bad = [k for k, v in checkpoint.get("state_dict", {}).items() if not bool(torch.isfinite(v).all())]
+        if bad:
+            self._diverged(f"the weights {self._few(bad)} are non-finite (checkpoint refused)")
+        extra: dict = {"rng": rng_state()}
+        index = self.system.index
+        if isinstance(index, PassageIndex):  # a ShardedIndex (DDP) is rebuilt when resuming
+            extra["index"] = index.state_dict()
+            if self.system.corpus_memory is not None:
+                extra["corpus_memory"] = self.system.corpus_memory.detach().cpu()
+        checkpoint[CHECKPOINT_KEY] = extra
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        extra = checkpoint.get(CHECKPOINT_KEY) or {}
+        self._rng_to_restore = extra.get("rng")
+        state, corpus = extra.get("index"), self.system.corpus
+        if state is None or corpus is None:
+            return
+        if state["fingerprint"].get("corpus") != corpus.fingerprint() or state["passage_ids"] != list(
+            corpus.ids
+        ):
+            return  # another corpus: IndexRefresh builds a new index
+        device = self.trainer.strategy.root_device if self._trainer is not None else self.device
+        self.system.index = PassageIndex.from_state_dict(state, device)
+        memory = extra.get("corpus_memory")
+        self.system.corpus_memory = memory.to(device) if memory is not None else None
+        self.index_restored = True
+
+    def on_train_batch_start(self, batch: RAGBatch, batch_idx: int) -> None:
+        # the generators as they were when the checkpoint was written, put back as late as
+        # possible: after Lightning's restore, sanity check and the data loader's first draw
+        if self._rng_to_restore is not None:
+            set_rng_state(self._rng_to_restore)
+            self._rng_to_restore = None
+
     # ------------------------------------------------------------------ evaluation
     def validation_step(self, batch: RAGBatch, batch_idx: int) -> None:
         self._eval_step(batch, self.val_retrieval, self.val_answers)
@@ -380,14 +473,16 @@ class JointRAGModule(pl.LightningModule):
         self._log_eval("test", self.test_retrieval, self.test_answers)
 
     def _log_eval(self, split: str, retrieval: RetrievalMetrics, answers: AnswerMetrics) -> None:
+        # non-finite weights give meaningless rankings and answers: NaN, never a number
+        nan = bool(self._nonfinite())
         # compute() already sums the states over ranks; sync_dist only keeps Lightning quiet
         for name, value in retrieval.compute().items():
-            self.log(f"{split}/{name}", value, sync_dist=True)
+            self.log(f"{split}/{name}", value * math.nan if nan else value, sync_dist=True)
         # questions evaluated, summed over ranks (each counted once: no sampler padding)
         self.log(f"{split}/questions", retrieval.count.float(), reduce_fx="sum", sync_dist=True)
         if self.hparams.eval_generate:
             for name, value in answers.compute().items():
-                self.log(f"{split}/{name}", value, sync_dist=True)
+                self.log(f"{split}/{name}", value * math.nan if nan else value, sync_dist=True)
         retrieval.reset()
         answers.reset()
         pairs = self._instruction_pairs()
@@ -413,7 +508,7 @@ class JointRAGModule(pl.LightningModule):
         ids = [row for row, _ in ranked]
         if not ids:  # an empty batch (DDP evaluation without padding) only joined the search
             return
-        retrieval.update(ids, batch.gold_ids)
+        retrieval.update(ids, batch.gold_grades)  # graded qrels: nDCG uses the grades
         if self.hparams.eval_generate:
             preds = self.system.answer(batch.queries, batch.instructions, ids)
             answers.update(preds, batch.all_answers)

@@ -99,14 +99,25 @@ def test_metric_cutoffs_come_from_the_config(tiny_module):
     assert float(values["recall@1"]) <= float(values["recall@2"]) <= float(values["recall@3"])
 
 
-def test_a_resumed_fit_tags_its_index_with_the_restored_step(tmp_path):
-    """IndexRefresh builds the index once the checkpoint's global step is restored: resuming
-    from step 2 tags the first index with step 2 (staleness counts from there), not 0."""
+@pytest.mark.parametrize("index_in_checkpoint", [True, False])
+def test_a_resumed_fit_keeps_or_tags_its_index_with_the_restored_step(tmp_path, index_in_checkpoint):
+    """A checkpoint holds the index it was trained with: the resumed fit searches it as it was
+    (built at step 0, so 2 steps stale at step 2: no rebuild). From a checkpoint without one,
+    IndexRefresh builds the index once the global step is restored and tags it with step 2
+    (staleness counts from there), not 0."""
     from smoke_fit import fit_smoke
 
     from joint_rag.config import make_cli
+    from joint_rag.training.module import CHECKPOINT_KEY
 
     _, ckpt = fit_smoke(tmp_path / "run", "--trainer.val_check_interval=100", "--trainer.limit_val_batches=0")
+    config = ckpt.parents[1] / "config.yaml"
+    state = torch.load(ckpt, weights_only=True)
+    assert state[CHECKPOINT_KEY]["index"]["step"] == 0
+    if not index_in_checkpoint:
+        del state[CHECKPOINT_KEY]["index"]
+        ckpt = tmp_path / "no-index.ckpt"
+        torch.save(state, ckpt)
     steps = []
 
     class Spy(IndexRefresh):
@@ -117,7 +128,7 @@ def test_a_resumed_fit_tags_its_index_with_the_restored_step(tmp_path):
     cli = make_cli(
         [
             "-c",
-            str(ckpt.parents[1] / "config.yaml"),
+            str(config),
             f"--trainer.default_root_dir={tmp_path / 'resumed'}",
             "--trainer.max_steps=3",
             "--trainer.limit_val_batches=0",
@@ -127,4 +138,8 @@ def test_a_resumed_fit_tags_its_index_with_the_restored_step(tmp_path):
     cli.trainer.callbacks = [c for c in cli.trainer.callbacks if not isinstance(c, IndexRefresh)]
     cli.trainer.callbacks.append(Spy(every_n_steps=100, show_progress=False))
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=str(ckpt))
-    assert steps[0] == (2, 2) and cli.trainer.global_step == 3
+    assert cli.trainer.global_step == 3
+    if index_in_checkpoint:
+        assert steps == [] and cli.model.index_restored and cli.model.system.index.step == 0
+    else:
+        assert steps[0] == (2, 2)
