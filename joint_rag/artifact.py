@@ -448,8 +448,16 @@ def _verify_digests(folder: Path, manifest: dict[str, Any], digests: dict[str, F
 def _check_shapes(folder: Path, system: RAGSystem, index: PassageIndex) -> None:
     """The index's vectors fit what the query encoder gives (a probe query, encoded now, not
     at the first real query)."""
-    with torch.no_grad():
-        probe = system.encode_queries(["shape check"])  # (1, R, D)
+    try:
+        with torch.no_grad():
+            probe = system.encode_queries(["shape check"])  # (1, R, D)
+    except RuntimeError as err:  # e.g. a query encoder whose hidden size is not the projector's
+        part = COMPRESSOR_DIR if system.shares_query_encoder else QUERY_ENCODER_DIR
+        first = str(err).strip().splitlines()
+        raise ExportFormatError(
+            f"{folder / part}: the query encoder cannot encode a query ({first[0] if first else err}): its parts "
+            f"come from different exports; {REEXPORT}"
+        ) from err
     R, D = probe.shape[1:]
     stored = tuple(index.vectors.shape)  # (N, R' or 1, D')
     if stored[-1] != D or (system.similarity == "flat_cosine" and stored[1] != R):

@@ -215,6 +215,18 @@ def test_index_dimension_other_than_the_query_encoder_at_load(folder):
     _refused(folder, "index/vectors.safetensors: vectors of shape", f"gives (B, {vectors.shape[1]}, 32)")
 
 
+def test_query_encoder_that_cannot_encode_at_load(folder, monkeypatch):
+    """A query encoder whose forward fails on shapes (e.g. a backbone of another width under the
+    shared projector) is named at load, not at the first query."""
+    from joint_rag.system import RAGSystem
+
+    def mismatched(self, queries, instructions=None):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (1x48 and 32x32)")
+
+    monkeypatch.setattr(RAGSystem, "encode_queries", mismatched)
+    _refused(folder, f"{folder / 'query_encoder'}: the query encoder cannot encode a query (mat1 and mat2")
+
+
 @pytest.mark.parametrize("shape", ["rows", "slots"])
 def test_corpus_memory_shape_at_load(folder, shape):
     memory = load_file(folder / "corpus_memory.safetensors")["memory"]  # (N, M, H)
@@ -342,16 +354,21 @@ def test_sigkill_mid_export_then_the_next_export_removes_its_folder(tmp_path, ca
     JointRAG.from_pretrained(work / "exp")
 
 
-def test_sigterm_mid_export_leaves_nothing(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_or_sigint_mid_export_leaves_nothing(tmp_path, sig):
     work = tmp_path / "work"
     work.mkdir()
     proc = _export_paused(work)
     assert len(_temporaries(work)) == 1
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == SIGTERM_EXIT == 143
+    proc.send_signal(sig)
+    code = proc.wait(timeout=60)
     assert list(work.iterdir()) == [], "no temporary folder, no partial export"
     err = (tmp_path / "work.stderr").read_text().strip().splitlines()
-    assert err[-1] == "jrag export: terminated (SIGTERM); removing partial output", err[-3:]
+    if sig == signal.SIGTERM:
+        assert code == SIGTERM_EXIT == 143
+        assert err[-1] == "jrag export: terminated (SIGTERM); removing partial output", err[-3:]
+    else:  # KeyboardInterrupt: Python ends by the signal after unwinding
+        assert code == -signal.SIGINT and err[-1] == "KeyboardInterrupt", err[-3:]
 
 
 def test_only_temporaries_of_dead_writers_are_removed(tmp_path):
