@@ -72,11 +72,13 @@ def main(argv: list[str]) -> int:
         "run_dir": str(run_dir),
     }
     if not args.no_export:
+        from joint_rag.atomic import terminate_as_interrupt
         from joint_rag.export import export_module
 
         export_dir = Path(trainer.default_root_dir) / "export"
         config = args.config[0] if len(args.config) == 1 and not rest else effective_config(cli)
-        export_module(model, export_dir, dm.corpus, config=config, metrics=metrics, overwrite=True)
+        with terminate_as_interrupt("jrag quickstart"):  # SIGTERM removes the partial export
+            export_module(model, export_dir, dm.corpus, config=config, metrics=metrics, overwrite=True)
         metrics["export_dir"] = str(export_dir)
         metrics["wall_seconds"] = round(time.perf_counter() - t0, 1)
     write_json(Path(trainer.default_root_dir) / "metrics.json", metrics)

