@@ -74,11 +74,24 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:  # JointRAGError (data, backbones, exports, grids) and config values
         if show_trace:
             raise
-        message = str(err).strip().splitlines()
-        sys.stderr.write(
-            f"jrag {name}: error: {' '.join(line.strip() for line in message) or type(err).__name__}\n"
-        )
+        sys.stderr.write(f"jrag {name}: error: {one_line(err)}\n")
         return 2
+
+
+def one_line(err: BaseException) -> str:
+    """The error's message on one line. jsonargparse's "Does not validate against any of the
+    Union subtypes" (an ``X | None`` argument whose class refused its arguments) keeps only the
+    class's own reasons, without the subtype list, the NoneType alternative and the value dump."""
+    lines = [line.strip() for line in str(err).strip().splitlines()]
+    if lines and lines[0].startswith("Does not validate against any of the Union subtypes"):
+        reasons = [
+            line[2:]
+            for line in lines
+            if line.startswith("- ") and not line.startswith("- Expected a <class 'NoneType'>")
+        ]
+        if reasons:
+            return "; ".join(reasons)
+    return " ".join(lines) or type(err).__name__
 
 
 if __name__ == "__main__":

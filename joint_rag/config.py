@@ -1,8 +1,10 @@
 """The config layer: LightningCLI with the project's defaults, and building a system from configs.
 
 ``jrag fit|validate|test -c BASE.yaml [-c DELTA.yaml ...] [--key=value ...]`` is LightningCLI in
-omegaconf mode (``${...}`` interpolation works); several ``-c`` files apply in order (a delta
-file holds only what differs) and dotted flags come last. Defaults added here:
+jsonargparse's ``omegaconf+`` mode: several ``-c`` files apply in order (a delta file holds only
+what differs), dotted flags come last, and ``${...}`` interpolations are resolved once all of
+them are merged (so ``${trainer.default_root_dir}`` in any file follows a command-line override,
+and a delta file may refer to keys of its base). Defaults added here:
 
 - ``trainer.log_every_n_steps: 1`` (runs on a CPU are tens of steps long);
 - a ``CSVLogger`` under ``trainer.default_root_dir`` when ``trainer.logger`` is unset or true
@@ -73,13 +75,13 @@ class JointRAGCLI(LightningCLI):
             kwargs["callbacks"] = [*callbacks, ModelCheckpoint(save_last="link")]
         return super().instantiate_trainer(**kwargs)
 
-    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
-        kwargs = super()._prepare_subcommand_kwargs(subcommand)
-        if kwargs.get("ckpt_path") is not None:
-            kwargs["ckpt_path"] = resolve_ckpt_path(
-                kwargs["ckpt_path"], self.trainer.default_root_dir, subcommand
-            )
-        return kwargs
+    def _parse_ckpt_path(self) -> None:
+        # before LightningCLI reads the checkpoint's hyperparameters (and before anything else)
+        sub = self.config.get("subcommand")
+        if sub and self.config[sub].get("ckpt_path") is not None:
+            root = self.config[sub].get("trainer.default_root_dir") or os.getcwd()
+            self.config[sub]["ckpt_path"] = resolve_ckpt_path(self.config[sub]["ckpt_path"], root, sub)
+        super()._parse_ckpt_path()
 
     def after_fit(self) -> None:
         trainer = self.trainer
@@ -129,8 +131,14 @@ def resolve_ckpt_path(ckpt_path: str, root: str | os.PathLike, subcommand: str =
             f"--ckpt_path {ckpt_path}: not a complete checkpoint ({err}); it may be truncated: "
             "use an earlier checkpoint"
         ) from err
-    if not any(n.endswith("data.pkl") for n in names):
+    if not any(n.endswith("/data.pkl") for n in names):
         raise JointRAGError(f"--ckpt_path {ckpt_path}: a zip archive but not a torch checkpoint")
+    try:
+        import torch
+
+        torch._C.PyTorchFileReader(str(path))  # what torch.load opens first: its record directory
+    except (OSError, RuntimeError) as err:
+        raise JointRAGError(f"--ckpt_path {ckpt_path}: not a readable checkpoint ({err})") from err
     return str(path)
 
 
@@ -141,7 +149,7 @@ def make_cli(args: Sequence[str] | None = None, run: bool = True) -> JointRAGCLI
         return JointRAGCLI(
             JointRAGModule,
             RAGDataModule,
-            parser_kwargs={"parser_mode": "omegaconf"},
+            parser_kwargs={"parser_mode": "omegaconf+"},
             save_config_kwargs={"overwrite": True},
             args=None if args is None else list(args),
             run=run,

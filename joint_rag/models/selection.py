@@ -95,7 +95,7 @@ class TopKSelector(nn.Module):
         super().__init__()
         self.init_args = init_args(TopKSelector, locals())
         if k < 1:
-            raise ValueError(f"selection.k must be >= 1, got {k}")
+            raise ValueError(f"TopKSelector: k (model.selector.init_args.k) must be >= 1, got {k}")
         if temperature <= 0 or (temperature_end is not None and temperature_end <= 0):
             raise ValueError("selection temperatures must be > 0")
         self.k = k

@@ -200,6 +200,9 @@ class JointRAGModule(pl.LightningModule):
     def build_index(self, show_progress: bool = True) -> None:
         """Rebuild the system's index, tagged with the current global step (for staleness)."""
         step = int(self.trainer.global_step) if self._trainer is not None else 0
+        bad = self._nonfinite()
+        if bad:  # not an index problem: say what it is before encoding garbage
+            self._diverged(f"the weights {self._few(bad)} are non-finite, so the index cannot be built")
         self.system.build_index(step=step, show_progress=show_progress)
 
     # ------------------------------------------------------------------ training
