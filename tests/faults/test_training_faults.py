@@ -251,6 +251,24 @@ def test_nonfinite_weights_give_nan_metrics_or_a_divergence_error(tiny_module, t
             '--model.objective_weights={"end_to_end": 1.0, "similarty": 0.5}',
             "objective weights name unknown objectives ['similarty']; known: ['end_to_end', 'similarity']",
         ),
+        (
+            "--model.selector.init_args.k=8",
+            "selector.k=8 is larger than num_candidates=4 (C): K must be <= C",
+        ),
+        (
+            "--model.compressor.init_args.backbone=minilmx",
+            "unknown backbone 'minilmx': not a preset (tiny-bert, minilm, tiny-llama, smollm2-135m) "
+            "and no such directory",
+        ),
+        (
+            "--model.similarity=cosin",
+            "similarity='cosin' is unknown; choose one of dot, cosine, flat_cosine, maxsim",
+        ),
+        (
+            "--model.index_backend=faiss_lsh",
+            "index backend must be one of ('exact', 'faiss', 'faiss_ivf', 'faiss_ivfpq', 'faiss_hnsw'), "
+            "got 'faiss_lsh'",
+        ),
     ],
 )
 def test_config_errors_are_one_line(tmp_path, capsys, override, message):
