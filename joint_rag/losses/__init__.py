@@ -6,6 +6,7 @@ from joint_rag.losses.end_to_end import EndToEnd
 from joint_rag.losses.marginal import RAGSequence, RAGToken
 from joint_rag.losses.objective import CombinedObjective
 from joint_rag.losses.pretraining import CompressorPretraining
+from joint_rag.losses.reinforce import Reinforce
 from joint_rag.losses.similarity import Similarity, info_nce
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "PerplexityDistillation",
     "RAGSequence",
     "RAGToken",
+    "Reinforce",
     "Similarity",
     "info_nce",
 ]

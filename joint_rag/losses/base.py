@@ -8,6 +8,7 @@ returns, weighted as the YAML says. Objectives are small pure functions wrapped 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -31,6 +32,12 @@ class ObjectiveInputs:
         passage_loglik: (B, K) log p(answer | query, passage k) = sum over answer tokens;
             a teacher signal (objectives that distil must detach it themselves).
         pretrain: dict of compressor-pretraining tensors (see losses/pretraining.py).
+        top_k: K of the configured selector (objectives that draw their own K passages).
+        set_reward: ``set_reward(samples, metric)``: (B, G, K) long candidate indices and a
+            metric name ("loglik": -answer NLL per token, "f1": greedy-answer token F1) ->
+            (B, G) detached rewards of the generator reading each sampled set.
+        reference_scores: (B, C) detached scores of a reference retriever for the same
+            candidates (the module's frozen snapshot of the initial retriever).
     """
 
     scores: Tensor
@@ -43,6 +50,9 @@ class ObjectiveInputs:
     token_mask: Tensor | None = None
     passage_loglik: Tensor | None = None
     pretrain: dict[str, Tensor] | None = None
+    top_k: int | None = None
+    set_reward: Callable[[Tensor, str], Tensor] | None = None
+    reference_scores: Tensor | None = None
 
     def selected_scores(self) -> Tensor:
         """(B, K) retriever scores of the selected candidates (differentiable)."""
@@ -55,10 +65,12 @@ class Objective(nn.Module):
     """Base class: `forward(inputs) -> {term_name: scalar tensor}`.
 
     Subclasses set `needs`, the generator signals they read, a subset of {"answer_nll",
-    "token_logprobs", "passage_loglik", "pretrain"}, so the module computes only those.
+    "token_logprobs", "passage_loglik", "pretrain", "set_reward", "reference_scores"}, so the
+    module computes only those. Terms named in `logged_terms` are logged, not added to the loss.
     """
 
     needs: frozenset[str] = frozenset()
+    logged_terms: frozenset[str] = frozenset()
 
     def forward(self, inputs: ObjectiveInputs) -> dict[str, Tensor]:  # pragma: no cover
         raise NotImplementedError

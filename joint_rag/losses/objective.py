@@ -1,6 +1,6 @@
 """Weighted sum of objectives, as configured in YAML.
 
-    total = sum_i weight_i * sum(terms of objective_i)
+    total = sum_i weight_i * sum(terms of objective_i, less its `logged_terms`)
 
 Logged terms are `{objective_name}/{term}`. In YAML the objectives and their weights are two
 mappings of the training module (a missing weight is 1.0)::
@@ -59,7 +59,9 @@ class CombinedObjective(nn.Module):
             w = self.weights[name]
             if w == 0.0:
                 continue
+            logged = getattr(obj, "logged_terms", frozenset())
             for term, value in obj(inputs).items():
                 terms[f"{name}/{term}"] = value.detach()
-                total = total + w * value
+                if term not in logged:
+                    total = total + w * value
         return total, terms

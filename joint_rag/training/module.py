@@ -32,8 +32,8 @@ from joint_rag.models.compressor import Compressor
 from joint_rag.models.generator import Generator
 from joint_rag.models.selection import TopKSelector
 from joint_rag.retrieval.index import PassageIndex
-from joint_rag.system import RAGSystem, eval_mode
-from joint_rag.training.metrics import AnswerMetrics, RetrievalMetrics
+from joint_rag.system import RAGSystem, eval_mode, with_instructions
+from joint_rag.training.metrics import AnswerMetrics, RetrievalMetrics, f1_score
 from joint_rag.training.modes import train_trainable_parts
 from joint_rag.training.state import rng_state, set_rng_state
 
@@ -303,7 +303,14 @@ class JointRAGModule(pl.LightningModule):
             [[p in gold_sets[b] for p in unique] for b in range(B)], device=self.device
         )
         inputs = ObjectiveInputs(scores=scores, gold=gold, inbatch_scores=inbatch, inbatch_gold=inbatch_gold)
+        inputs.top_k = system.selector.k
         cand_memory = memory[cand_rows] if memory is not None else None  # (B, C, M, H)
+        if "set_reward" in needs:  # objectives that sample their own K-sets (losses/reinforce.py)
+            inputs.set_reward = lambda samples, metric: self._set_reward(
+                batch, cand_ids, cand_memory, samples, metric
+            )
+        if "reference_scores" in needs:
+            inputs.reference_scores = self._reference_scores(batch, unique, cand_rows)
         if "answer_nll" in needs or needs & {"passage_loglik", "token_logprobs"}:
             # (B, K, C), (B, K); detached: the answer loss does not train the retrieval scores
             weights, selected = system.selector(scores.detach() if detach_selection else scores)
@@ -330,6 +337,71 @@ class JointRAGModule(pl.LightningModule):
             inputs.token_mask = per.token_mask.view(B, K, T)[:, 0]  # (B, T)
             inputs.passage_loglik = per.token_logprobs.sum(-1).view(B, K)  # (B, K)
         return inputs
+
+    @torch.no_grad()
+    def _set_reward(
+        self, batch: RAGBatch, cand_ids, cand_memory: Tensor | None, samples: Tensor, metric: str
+    ) -> Tensor:
+        """(B, G, K) sampled candidate indices -> (B, G) rewards of the generator reading each
+        sampled set: one generator call over B*G rows, in eval mode, without gradient.
+        "loglik": -answer NLL (mean per answer token); "f1": token F1 of the greedy answer
+        against the example's answers."""
+        generator = self.system.generator
+        B, G, K = samples.shape
+        rep = lambda xs: [x for x in xs for _ in range(G)]  # noqa: E731
+        if generator.mode == "memory":
+            rows = torch.arange(B, device=samples.device)[:, None, None]
+            reading = {"memory": cand_memory.detach()[rows, samples].flatten(0, 1)}  # (B*G, K, M, H)
+        else:
+            reading = {
+                "passages": [
+                    self.system.texts_of([cand_ids[b][c] for c in row])
+                    for b in range(B)
+                    for row in samples[b].tolist()
+                ]
+            }
+        queries, instructions = rep(batch.queries), rep(batch.instructions)
+        with eval_mode(generator):
+            if metric == "loglik":
+                gen = generator(queries, rep(batch.answers), instructions=instructions, **reading)
+                reward = -gen.nll  # (B*G,)
+            elif metric == "f1":
+                preds = generator.generate(queries, instructions=instructions, **reading)
+                scores = [f1_score(p, a) for p, a in zip(preds, rep(batch.all_answers))]
+                reward = torch.tensor(scores, device=samples.device)
+            else:
+                raise ValueError(f"set_reward metric must be 'loglik' or 'f1', got {metric!r}")
+        return reward.float().view(B, G)
+
+    def _kl_reference(self) -> nn.ModuleDict:
+        """The frozen reference retriever of ``reference_scores``: a snapshot of the passage and
+        query encoders taken the first time it is needed (the retriever as the joint phase
+        starts), restored from a checkpoint when resuming. Kept out of the state dict and the
+        optimiser."""
+        ref = self.__dict__.get("_kl_reference_parts")
+        if ref is None:
+            system = self.system
+            passages = system.compressor.copy_for_queries()
+            queries = passages if system.shares_query_encoder else system.query_encoder.copy_for_queries()
+            ref = nn.ModuleDict({"compressor": passages, "query_encoder": queries})
+            state = self.__dict__.pop("_kl_reference_state", None)
+            if state is not None:
+                ref.load_state_dict(state)
+            ref.requires_grad_(False)
+            ref.to(self.device)
+            self.__dict__["_kl_reference_parts"] = ref
+        return ref
+
+    @torch.no_grad()
+    def _reference_scores(self, batch: RAGBatch, unique: list[str], cand_rows: Tensor) -> Tensor:
+        """(B, C) scores of the frozen reference retriever (``_kl_reference``, eval mode) for the
+        step's candidates."""
+        ref = self._kl_reference()
+        passages, queries = ref["compressor"], ref["query_encoder"]
+        with eval_mode(ref):
+            p_ret = passages(self.system.texts_of(unique), need_memory=False).retrieval  # (U, R, D)
+            q_ret = queries(with_instructions(batch.queries, batch.instructions), need_memory=False).retrieval
+        return score(q_ret, p_ret[cand_rows], self.system.similarity)  # (B, C)
 
     def _selected_texts(self, cand_ids: list[list[str]], selected: Tensor) -> list[list[str]]:
         return [
@@ -437,11 +509,18 @@ class JointRAGModule(pl.LightningModule):
             extra["index"] = index.state_dict()
             if self.system.corpus_memory is not None:
                 extra["corpus_memory"] = self.system.corpus_memory.detach().cpu()
+        ref = self.__dict__.get("_kl_reference_parts")
+        ref_state = ref.state_dict() if ref is not None else self.__dict__.get("_kl_reference_state")
+        if ref_state is not None:  # Reinforce's KL reference retriever (``_kl_reference``)
+            extra["kl_reference"] = {k: v.detach().cpu() for k, v in ref_state.items()}
         checkpoint[CHECKPOINT_KEY] = extra
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         extra = checkpoint.get(CHECKPOINT_KEY) or {}
         self._rng_to_restore = extra.get("rng")
+        self.__dict__.pop("_kl_reference_parts", None)
+        if extra.get("kl_reference") is not None:
+            self.__dict__["_kl_reference_state"] = extra["kl_reference"]
         state, corpus = extra.get("index"), self.system.corpus
         if state is None or corpus is None:
             return
