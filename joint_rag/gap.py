@@ -24,6 +24,8 @@ Metrics per question (C candidates, index 0 = most similar):
 * ``top1_differs``: 1 if the most similar candidate is not a most useful one
   (``loglik[0] < max(loglik) - 1e-4``: log-likelihoods within 1e-4 nats count as tied, which
   absorbs the float noise of batching; ties count as agreement).
+* ``top1_beaten_by_1nat``: 1 if some candidate beats the most similar one by more than 1 nat
+  (the answer more than e times as likely): a disagreement that is not a near-tie.
 * ``loglik_gain``: ``max(loglik) - loglik[0]`` in nats (>= 0): what picking the most useful
   passage instead of the most similar one adds to the answer's log-likelihood.
 * ``spearman`` / ``kendall``: rank correlation (Spearman's rho on average ranks, Kendall's
@@ -54,6 +56,7 @@ TIE_TOL = 1e-4  # nats: log-likelihoods this close count as tied
 METRICS = (
     "ndcg@k",
     "top1_differs",
+    "top1_beaten_by_1nat",
     "loglik_gain",
     "spearman",
     "kendall",
@@ -135,6 +138,7 @@ def question_metrics(
     out = {
         "ndcg@k": ndcg_at_k(softmax_gains(ll), k),
         "top1_differs": float(ll[0] < best - tol),
+        "top1_beaten_by_1nat": float(ll[0] < best - 1.0),
         "loglik_gain": best - float(ll[0]),
         "spearman": spearman(similarity, ll),
         "kendall": kendall_tau_b(similarity, ll),

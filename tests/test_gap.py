@@ -33,7 +33,7 @@ SMOKE = str(REPO / "experiments" / "smoke.yaml")
 def test_orders_that_agree_give_ndcg_1_and_no_gap():
     m = question_metrics([0.9, 0.5, 0.1], [-1.0, -2.0, -3.0], k=3, gold=[True, False, False])
     assert m["ndcg@k"] == pytest.approx(1.0)
-    assert m["top1_differs"] == 0.0 and m["loglik_gain"] == 0.0
+    assert m["top1_differs"] == m["top1_beaten_by_1nat"] == 0.0 and m["loglik_gain"] == 0.0
     assert m["spearman"] == pytest.approx(1.0) and m["kendall"] == pytest.approx(1.0)
     assert m["useful_rank_of_top_sim"] == 1.0
     assert m["gold_in_candidates"] == m["gold_most_similar"] == m["gold_most_useful"] == 1.0
@@ -46,7 +46,7 @@ def test_reversed_orders_give_the_known_values():
     d = [1.0, 1.0 / math.log2(3), 0.5]
     expected = (g[0] * d[0] + g[1] * d[1] + g[2] * d[2]) / (g[2] * d[0] + g[1] * d[1] + g[0] * d[2])
     assert m["ndcg@k"] == pytest.approx(expected)
-    assert m["top1_differs"] == 1.0 and m["loglik_gain"] == pytest.approx(2.0)
+    assert m["top1_differs"] == m["top1_beaten_by_1nat"] == 1.0 and m["loglik_gain"] == pytest.approx(2.0)
     assert m["spearman"] == pytest.approx(-1.0) and m["kendall"] == pytest.approx(-1.0)
     assert m["useful_rank_of_top_sim"] == 3.0
     assert m["gold_most_similar"] == 0.0 and m["gold_most_useful"] == 1.0
@@ -58,6 +58,8 @@ def test_reversed_orders_give_the_known_values():
 def test_ties_float_noise_and_the_pieces():
     m = question_metrics([0.9, 0.5, 0.1], [-2.0, -2.0 + 5e-6, -4.0], k=3)  # noise-level difference
     assert m["top1_differs"] == 0.0 and m["useful_rank_of_top_sim"] == 1.0
+    near = question_metrics([0.9, 0.5], [-2.0, -1.5], k=2)  # differs, but by half a nat
+    assert near["top1_differs"] == 1.0 and near["top1_beaten_by_1nat"] == 0.0
     flat = question_metrics([0.9, 0.5, 0.1], [-2.0, -2.0, -2.0], k=3)
     assert flat["ndcg@k"] == pytest.approx(1.0) and flat["kendall"] == 0.0 and flat["spearman"] == 0.0
     assert softmax_gains([0.0, 0.0]).tolist() == [0.5, 0.5]
