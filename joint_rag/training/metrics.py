@@ -92,6 +92,15 @@ def f1_score(prediction: str, answers: str | Sequence[str]) -> float:
     return max(_token_f1(prediction, a) for a in _as_answers(answers))
 
 
+def answer_scores(
+    predictions: Sequence[str], answers: Sequence[str | Sequence[str]]
+) -> list[dict[str, float]]:
+    """Per-question ``{"em", "f1"}`` of B predictions (what ``AnswerMetrics.update`` sums)."""
+    return [
+        {"em": exact_match(p, a), "f1": f1_score(p, a)} for p, a in zip(predictions, answers, strict=True)
+    ]
+
+
 class AnswerMetrics(torchmetrics.Metric):
     """Mean exact match and token F1 over generated answers.
 
@@ -229,6 +238,21 @@ class RetrievalMetrics(torchmetrics.Metric):
         values.append(retrieval_normalized_dcg(preds, target, top_k=self.ndcg_k).item())
         values += [float(recall[k] == 1.0) for k in self.all_gold_ks]
         return values
+
+    def per_query(
+        self, ranked: Sequence[Sequence[Hashable]] | Tensor, gold: Sequence[Gold]
+    ) -> list[dict[str, float] | None]:
+        """The values of each query of a batch, ``{name: value}`` (None for a query without gold
+        passage, which ``update`` skips); adds nothing to the states."""
+        if isinstance(ranked, Tensor):
+            ranked = ranked.tolist()
+        if len(ranked) != len(gold):
+            raise ValueError(f"RetrievalMetrics.per_query: {len(ranked)} rankings but {len(gold)} gold sets")
+        out: list[dict[str, float] | None] = []
+        for ranking, relevant in zip(ranked, gold):
+            values = self._query_values(list(ranking), relevant)
+            out.append(None if values is None else dict(zip(self.names, values)))
+        return out
 
     def update(self, ranked: Sequence[Sequence[Hashable]] | Tensor, gold: Sequence[Gold]) -> None:
         """Adds a batch.

@@ -33,7 +33,7 @@ from joint_rag.models.generator import Generator
 from joint_rag.models.selection import TopKSelector
 from joint_rag.retrieval.index import PassageIndex
 from joint_rag.system import RAGSystem, eval_mode, with_instructions
-from joint_rag.training.metrics import AnswerMetrics, RetrievalMetrics, f1_score
+from joint_rag.training.metrics import AnswerMetrics, RetrievalMetrics, answer_scores, f1_score
 from joint_rag.training.modes import train_trainable_parts
 from joint_rag.training.state import rng_state, set_rng_state
 
@@ -174,6 +174,11 @@ class JointRAGModule(pl.LightningModule):
         self.test_retrieval = RetrievalMetrics(**cutoffs)
         self.test_answers = AnswerMetrics()
         self.rank_depth = max(10, num_candidates, *recall_at, mrr_at, ndcg_at, *all_gold_at)
+        #: set to a list to record, per evaluated question, ``{"id": example id, metric: value}``
+        #: (retrieval metrics of a question with gold passages, em/f1 when generating); the
+        #: logged metrics do not change. ``jrag ablate`` sets it before ``trainer.validate``
+        #: (paired statistics). Under DDP each rank records only its own questions.
+        self.question_records: list[dict] | None = None
 
     # ------------------------------------------------------------------ parts
     def _passage_encoder_params(self) -> list[nn.Parameter]:
@@ -591,9 +596,16 @@ class JointRAGModule(pl.LightningModule):
         if not ids:  # an empty batch (DDP evaluation without padding) only joined the search
             return
         retrieval.update(ids, batch.gold_grades)  # graded qrels: nDCG uses the grades
+        preds = None
         if self.hparams.eval_generate:
             preds = self.system.answer(batch.queries, batch.instructions, ids)
             answers.update(preds, batch.all_answers)
+        if self.question_records is not None:
+            scores = answer_scores(preds, batch.all_answers) if preds is not None else [{}] * len(ids)
+            for qid, values, answer in zip(
+                batch.example_ids, retrieval.per_query(ids, batch.gold_grades), scores
+            ):
+                self.question_records.append({"id": qid, **(values or {}), **answer})
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
