@@ -8,7 +8,12 @@ path, so ``model.objectives`` swaps the objective set). The standard rows come f
 runner always adds the baseline rows: no retriever training (``frozen``), similarity only, a
 usefulness row and a similarity + usefulness row. Each run is a normal fit followed by
 validation; a finished run (``metrics.json`` in its folder) is skipped, so an interrupted
-ablation resumes. Reports: ``joint_rag.report`` (results.md, results.csv, results.png).
+ablation resumes. Each run also writes ``questions.jsonl`` (one line per evaluated question:
+its example id and that question's metrics; written before ``metrics.json``, so every run
+finished since has both; under DDP it holds rank 0's questions only). Runs finished before
+that have only ``metrics.json``: they still count, without paired data. Reports:
+``joint_rag.report`` (results.md, results.csv, results.json, results.png): every row's paired
+bootstrap 95% interval of its difference from the ``baseline`` row (same seeds, same questions).
 
 Grid file::
 
@@ -18,6 +23,7 @@ Grid file::
       seeds: [0, 1]
       menu: [frozen, similarity, end_to_end, rag_sequence, similarity+end_to_end]  # default: all
       frozen: train_generator   # or `untrained`: the frozen row trains nothing (max_steps 0)
+      baseline: frozen          # the row every other row is compared with (default: frozen)
       overrides: {trainer.max_steps: 10}          # applied to every run
       variants: {my_variant: {model.lr: 1.0e-3}}  # extra rows
 """
@@ -25,13 +31,14 @@ Grid file::
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from joint_rag.atomic import write_json
+from joint_rag.atomic import atomic_write, write_json
 from joint_rag.config import build, override
 from joint_rag.errors import GridError
 
@@ -49,6 +56,7 @@ FIELDS = (
     "overrides",
     "retrieval_only",
     "frozen",
+    "baseline",
 )
 
 
@@ -63,6 +71,7 @@ class Grid:
     variants: dict[str, dict]
     overrides: dict = field(default_factory=dict)
     retrieval_only: bool = False
+    baseline: str = "frozen"
 
     def runs(self) -> list[tuple[str, int]]:
         """Seed-major order, so an interrupted ablation has every variant on the first seeds."""
@@ -150,7 +159,12 @@ def load_grid(path: str | Path) -> Grid:
     if not isinstance(overrides, dict):
         raise GridError(f"{path}: ablation.overrides must be a mapping of dotted keys to values")
     out_dir = Path(spec.get("out_dir", Path("checkpoints") / "ablations" / path.stem))
-    return Grid(path, bases, out_dir, seeds, variants, overrides, retrieval_only)
+    baseline = spec.get("baseline", "frozen" if "frozen" in variants else next(iter(variants)))
+    if baseline not in variants:
+        raise GridError(
+            f"{path}: ablation.baseline: {baseline!r} is not a row of the grid; rows: {list(variants)}"
+        )
+    return Grid(path, bases, out_dir, seeds, variants, overrides, retrieval_only, baseline)
 
 
 def finished(grid: Grid) -> dict[tuple[str, int], dict]:
@@ -163,16 +177,60 @@ def finished(grid: Grid) -> dict[tuple[str, int], dict]:
     return out
 
 
+QUESTIONS = "questions.jsonl"
+
+
+def read_questions(path: Path) -> dict[str, dict[str, float]]:
+    """A run's ``questions.jsonl``: question id -> metric -> value."""
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            out[str(record.pop("id"))] = record
+    return out
+
+
+def finished_questions(grid: Grid) -> dict[tuple[str, int], dict[str, dict[str, float]]]:
+    """The per-question metrics of the finished runs that have them (older runs have none)."""
+    out = {}
+    for variant, seed in grid.runs():
+        run = grid.run_dir(variant, seed)
+        if (run / "metrics.json").exists() and (run / QUESTIONS).exists():
+            out[(variant, seed)] = read_questions(run / QUESTIONS)
+    return out
+
+
+def _questions_text(records: list[dict], metrics: dict[str, float]) -> str:
+    """One JSON line per question. Ids repeated (examples without ids get their batch position)
+    are replaced by the question's position in the validation order, the same in every run. A
+    metric that is NaN in the run's metrics (diverged weights) is NaN for every question."""
+    ids = [str(r["id"]) for r in records]
+    unique = len(set(ids)) == len(ids)
+    lines = []
+    for n, record in enumerate(records):
+        values = {
+            k: (math.nan if math.isnan(metrics.get(k, 0.0)) else v) for k, v in record.items() if k != "id"
+        }
+        lines.append(json.dumps({"id": ids[n] if unique else f"#{n}", **values}))
+    return "".join(line + "\n" for line in lines)
+
+
 def run_one(grid: Grid, variant: str, seed: int) -> dict:
-    """Fit + validate one run in-process; returns and stores its metrics (resumable)."""
+    """Fit + validate one run in-process; returns and stores its metrics (resumable).
+
+    ``questions.jsonl`` (per-question metrics of the validation) is written before
+    ``metrics.json``, the file that marks the run finished."""
     done = grid.run_dir(variant, seed) / "metrics.json"
     if done.exists():
         return json.loads(done.read_text())
     t0 = time.perf_counter()
     cli = build(grid.bases, grid.flags_for(variant, seed))
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    cli.model.question_records = []
     results = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]
+    records, cli.model.question_records = cli.model.question_records, None
     metrics = {k.removeprefix("val/"): float(v) for k, v in results.items() if k.startswith("val/")}
     metrics["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    atomic_write(done.parent / QUESTIONS, _questions_text(records, metrics))
     write_json(done, metrics)
     return metrics

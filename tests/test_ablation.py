@@ -4,6 +4,7 @@ resumability, tables and plot."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ from joint_rag.commands.ablate import main as main_ablate
 from joint_rag.errors import GridError
 
 REPO = Path(__file__).resolve().parents[1]
+#: the interval rows of results.csv (seed column), besides the per-seed values, mean and std
+FIELDS = ("delta", "ci_low", "ci_high", "beyond_noise", "method", "paired_seeds", "paired_questions")
 
 
 def test_smoke_ablation_runs_and_resumes(tmp_path, monkeypatch):
@@ -38,9 +41,25 @@ def test_smoke_ablation_runs_and_resumes(tmp_path, monkeypatch):
         "emdr2",
         "lsr",
     } <= variants
-    assert {r["seed"] for r in rows} >= {"0", "1", "mean", "std"}
+    assert {r["seed"] for r in rows} >= {"0", "1", "mean", "std", "delta", "ci_low", "ci_high"}
+    assert not any(r["variant"] == "frozen" and r["seed"] == "delta" for r in rows)  # the baseline
     md = (out / "results.md").read_text()
     assert "| frozen |" in md and "recall@5" in md
+    # per-question records next to each run's metrics; the report's paired intervals use them
+    for variant in ("frozen", "lsr"):
+        for seed in (0, 1):
+            run = out / f"runs/{variant}/seed{seed}"
+            lines = (run / "questions.jsonl").read_text().splitlines()
+            records = [json.loads(line) for line in lines]
+            metrics = json.loads((run / "metrics.json").read_text())
+            assert len(records) == metrics["questions"] and len({r["id"] for r in records}) == len(records)
+            mean = sum(r["recall@5"] for r in records) / len(records)
+            assert mean == pytest.approx(metrics["recall@5"], abs=1e-6)  # the logged metric
+            assert {"em", "f1", "mrr@10", "ndcg@10"} <= set(records[0])
+    assert "Difference from `frozen`: paired bootstrap 95% intervals" in md
+    assert "| lsr | 2 | 8 | " in md and "**Warning:** the intervals use 2 seeds" in md
+    assert "(2 SE)" not in md.split("| variant | paired seeds |")[1]  # every pair has questions
+    assert json.loads((out / "results.json").read_text())["baseline"] == "frozen"
     # resumable: finished runs are skipped (their metrics files are not rewritten)
     stamp = (out / "runs/frozen/seed0/metrics.json").stat().st_mtime_ns
     assert main_ablate(["-c", str(grid_file)]) == 0
@@ -52,7 +71,14 @@ def test_smoke_ablation_runs_and_resumes(tmp_path, monkeypatch):
     assert not (out / "runs/lsr/seed1/metrics.json").exists()
     with open(out / "results.csv") as fh:
         lsr = [r for r in csv.DictReader(fh) if r["variant"] == "lsr"]
-    assert {r["seed"] for r in lsr} == {"0", "mean", "std"}
+    assert {r["seed"] for r in lsr} - set(FIELDS) == {"0", "mean", "std"}
+    assert "| lsr | 1 | 8 | " in (out / "results.md").read_text()  # paired on seed 0 only
+    # runs that finished before questions.jsonl existed still count: the 2-SE fallback
+    for run in (out / "runs").glob("*/seed*/questions.jsonl"):
+        run.unlink()
+    assert main_ablate(["-c", str(grid_file), "--report-only"]) == 0
+    md = (out / "results.md").read_text()
+    assert "| similarity | 2 (2 SE) | - | " in md and "| lsr | 1 (2 SE) | - | " in md
 
 
 def test_grid_errors_name_the_field(tmp_path):
@@ -104,6 +130,17 @@ def test_baselines_always_included(monkeypatch):
     monkeypatch.chdir(REPO)
     grid = load_grid(REPO / "experiments/ablations/smoke.yaml")
     assert {"frozen", "similarity", "similarity+end_to_end"} <= set(grid.variants)
+    assert grid.baseline == "frozen"
+
+
+def test_the_baseline_row_is_a_grid_key(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    grid = tmp_path / "g.yaml"
+    grid.write_text("ablation:\n  base: experiments/smoke.yaml\n  baseline: similarity\n")
+    assert load_grid(grid).baseline == "similarity"
+    grid.write_text("ablation:\n  base: experiments/smoke.yaml\n  baseline: nope\n")
+    with pytest.raises(GridError, match="ablation.baseline: 'nope' is not a row"):
+        load_grid(grid)
 
 
 def test_a_non_utf8_menu_names_the_file(tmp_path, monkeypatch):

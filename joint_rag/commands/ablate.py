@@ -1,4 +1,5 @@
-"""``jrag ablate -c GRID.yaml [--only VARIANT ...] [--report-only]`` (``joint_rag.ablation``)."""
+"""``jrag ablate -c GRID.yaml [--only VARIANT ...] [--report-only]`` (``joint_rag.ablation``; the
+report with paired bootstrap intervals against the grid's baseline row: ``joint_rag.report``)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--report-only",
         action="store_true",
-        help="run nothing: write results.md/.csv/.png from the runs finished so far",
+        help="run nothing: write results.md/.csv/.json/.png from the runs finished so far",
     )
     args = parser.parse_args(argv)
 
-    from joint_rag.ablation import finished, load_grid, run_one
+    from joint_rag.ablation import finished, finished_questions, load_grid, run_one
     from joint_rag.report import write_results
 
     grid = load_grid(args.config)
@@ -43,6 +44,16 @@ def main(argv: list[str]) -> int:
             results[(variant, seed)] = run_one(grid, variant, seed)
         wall = time.perf_counter() - t0
     base = " + ".join(map(str, grid.bases))
-    path = write_results(grid.out_dir, str(grid.path), base, list(grid.variants), grid.seeds, results, wall)
+    path = write_results(
+        grid.out_dir,
+        str(grid.path),
+        base,
+        list(grid.variants),
+        grid.seeds,
+        results,
+        wall,
+        questions=finished_questions(grid),
+        baseline=grid.baseline,
+    )
     print(path.read_text())
     return 0
