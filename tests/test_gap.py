@@ -173,3 +173,16 @@ def test_bad_input_is_one_line_and_exit_2(args, message, capsys, monkeypatch):
     assert exit_info.value.code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("jrag gap: error: ") and message in last
+
+
+def test_command_reads_an_export_and_its_data(tmp_path, capsys, monkeypatch):
+    from joint_rag.export import export_untrained
+
+    monkeypatch.setenv("JRAG_PROGRESS", "0")
+    folder = export_untrained([SMOKE], tmp_path / "export")
+    out = tmp_path / "gap.json"
+    assert (
+        main(["gap", "--model", str(folder), "--questions", "3", "--candidates", "4", "--out", str(out)]) == 0
+    )
+    result = json.loads(out.read_text())
+    assert result["model"] == str(folder) and result["questions"] == 3 and result["corpus_size"] == 48
