@@ -36,7 +36,17 @@ def test_help_lists_every_subcommand_with_a_line(capsys):
         assert f"  {name}" in out and help_line in out
         module, function = target.split(":")
         assert callable(getattr(importlib.import_module(module), function))
-    assert set(COMMANDS) == {"fit", "validate", "test", "quickstart", "ablate", "export", "answer", "follow", "gap"}
+    assert set(COMMANDS) == {
+        "fit",
+        "validate",
+        "test",
+        "quickstart",
+        "ablate",
+        "export",
+        "answer",
+        "follow",
+        "gap",
+    }
 
 
 def test_unknown_command_and_no_command(capsys):
