@@ -50,7 +50,7 @@ def passages(source: str, n: int) -> list[Passage] | None:
         folder = SHARED / "msmarco-qa-sample"
         if not folder.is_dir():
             return None
-        from joint_rag.data.formats import iter_jsonl
+        from joint_rag.data.reading import iter_jsonl
 
         out = []
         for _, row in iter_jsonl(folder / "corpus.jsonl"):

@@ -51,7 +51,7 @@ from safetensors.torch import save_file
 
 import joint_rag
 from joint_rag.atomic import atomic_dir, remove_stale
-from joint_rag.data.formats import get_field, iter_jsonl
+from joint_rag.data.reading import get_field, iter_jsonl
 from joint_rag.data.types import Corpus, DataError, Passage
 from joint_rag.errors import ExportError, ExportFormatError, IndexFormatError
 from joint_rag.models.compressor import Compressor

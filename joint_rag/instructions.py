@@ -27,8 +27,8 @@ import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from joint_rag.data.formats import DataError, get_field, iter_jsonl
 from joint_rag.data.knowledge_base import KnowledgeBase
+from joint_rag.data.reading import DataError, get_field, iter_jsonl
 from joint_rag.data.synthetic_instructions import town_instruction_pairs
 from joint_rag.data.types import InstructionPair
 

@@ -11,131 +11,21 @@ and the line, record or field; malformed rows are never skipped silently.
 
 from __future__ import annotations
 
-import codecs
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
+from joint_rag.data.reading import (
+    get_field,
+    iter_jsonl,
+    json_problem,
+    read_json,
+    read_lines,
+    read_text,
+    require_file,
+)
 from joint_rag.data.splits import IdList, limit, split_by_group, split_by_ids, split_by_order
 from joint_rag.data.types import Corpus, DataError, DataSource, Example, Passage, RAGData, check_examples
-
-# ----------------------------------------------------------------------------- file helpers
-
-
-def _require_file(path: Path, what: str) -> Path:
-    if not path.is_file():
-        raise DataError(f"{path}: file not found; expected {what}")
-    return path
-
-
-def _not_utf8(path: Path, lineno: int, raw: bytes, start: int, column: int) -> DataError:
-    return DataError(
-        f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[start]:02x} at column {column}); "
-        "re-save the file as UTF-8"
-    )
-
-
-def read_text(path: Path) -> str:
-    """The whole file as UTF-8 text (a leading byte-order mark dropped).
-
-    Raises:
-        DataError: naming the file, line and column of the first byte that is not UTF-8.
-    """
-    raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line_start = raw.rfind(b"\n", 0, e.start) + 1
-        raise _not_utf8(
-            path, raw.count(b"\n", 0, e.start) + 1, raw, e.start, e.start - line_start + 1
-        ) from None
-
-
-def read_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield (line number, text without its line end) for each line of a UTF-8 text file.
-
-    Raises:
-        DataError: naming the file, line and column of a byte that is not UTF-8.
-    """
-    with path.open("rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            if lineno == 1:
-                raw = raw.removeprefix(codecs.BOM_UTF8)
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise _not_utf8(path, lineno, raw, e.start, e.start + 1) from None
-            yield lineno, text.rstrip("\r\n")
-
-
-def json_problem(e: json.JSONDecodeError) -> str:
-    """``e``'s message and column, e.g. "Unterminated string starting at column 7"."""
-    # some messages already end in "at" ("Unterminated string starting at", "Invalid control
-    # character at"): do not write "at at column"
-    return f"{e.msg.removesuffix(' at')} at column {e.colno}"
-
-
-def _read_json(path: Path) -> Any:
-    text = read_text(path)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}: malformed JSON ({json_problem(e)})") from None
-
-
-def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """Yield (line number, object) for each non-blank line of a JSONL file.
-
-    Raises:
-        DataError: naming the file and line of a byte that is not UTF-8, a line that is not
-            JSON, or a line that is not a JSON object.
-    """
-    for lineno, line in read_lines(path):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{lineno}: malformed JSON line ({json_problem(e)})") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-        yield lineno, obj
-
-
-def get_field(
-    rec: Any,
-    name: str | tuple[str, ...],
-    where: str,
-    kind: type | tuple[type, ...] = str,
-    optional: bool = False,
-) -> Any:
-    """`rec[name]` checked for type; DataError naming `where` and the field otherwise.
-
-    Args:
-        rec: the record (a JSON object).
-        name: the field, or several accepted names of it (the first present is read); a
-            missing field's message names every accepted name ("missing field '_id' (or 'id')").
-        where: file and line or record, for messages.
-        kind: the expected type(s); an int is accepted for a str field (numeric ids).
-        optional: return None instead of raising when the field is missing or null.
-    """
-    names = (name,) if isinstance(name, str) else tuple(name)
-    if not isinstance(rec, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-    present = next((n for n in names if rec.get(n) is not None), None)
-    if present is None:
-        if optional:
-            return None
-        also = f" (or {', '.join(repr(n) for n in names[1:])})" if len(names) > 1 else ""
-        raise DataError(f"{where}: missing field {names[0]!r}{also}")
-    value = rec[present]
-    if kind is str and isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)  # numeric ids are common in BEIR files
-    if not isinstance(value, kind):
-        expected = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise DataError(f"{where}: field {present!r} should be {expected}, got {type(value).__name__}")
-    return value
 
 
 def _dedupe(xs: list[str]) -> list[str]:
@@ -150,7 +40,7 @@ def _id_list(value: str | Path | Sequence[str] | None, name: str) -> IdList | No
     if value is None:
         return None
     if isinstance(value, (str, Path)):
-        path = _require_file(Path(value), f"a file of example ids for {name}, one per line")
+        path = require_file(Path(value), f"a file of example ids for {name}, one per line")
         return [
             (line.strip(), f"{path}:{lineno}")
             for lineno, line in read_lines(path)
@@ -160,7 +50,22 @@ def _id_list(value: str | Path | Sequence[str] | None, name: str) -> IdList | No
 
 
 class _SplitSource(DataSource):
-    """How a source divides its examples into train/val/test (the options in `SPLIT_ARGS`)."""
+    """How a source divides its examples into train/val/test. The split options of every
+    file source:
+
+    Args:
+        split_by: how the examples are divided: "group" (at random by the fractions, whole
+            groups to one split; the default), "order" (in file order by the fractions: train
+            first, then val, then test) or "ids" (by `train_ids` / `val_ids` / `test_ids`,
+            implied when any of them is set; the fractions are then ignored).
+        train_ids: example ids for train: a list, or the path of a file with one id per line
+            (blank lines and lines starting with `#` skipped). None: train takes every example
+            not listed for val or test; when set, every example must be listed somewhere.
+        val_ids: example ids for validation (a list or a file, as `train_ids`).
+        test_ids: example ids for test (a list or a file, as `train_ids`).
+        evaluate_all: put every example in val and in test (train empty), to evaluate a model
+            on the whole file; excludes `split_by` other than "group" and the id lists.
+    """
 
     def _init_split(
         self,
@@ -269,23 +174,17 @@ class SquadSource(_FileSource):
         test_fraction: fraction of questions (whole articles) for test.
         seed: split and subsampling seed.
         max_examples: keep at most this many examples per split (random by seed); None keeps all.
-        split_by: how the examples are divided: "group" (at random by the fractions, whole
-            groups to one split; the default), "order" (in file order by the fractions: train
-            first, then val, then test) or "ids" (by `train_ids` / `val_ids` / `test_ids`,
-            implied when any of them is set; the fractions are then ignored).
-        train_ids: example ids for train: a list, or the path of a file with one id per line
-            (blank lines and lines starting with `#` skipped). None: train takes every example
-            not listed for val or test; when set, every example must be listed somewhere.
-        val_ids: example ids for validation (a list or a file, as `train_ids`).
-        test_ids: example ids for test (a list or a file, as `train_ids`).
-        evaluate_all: put every example in val and in test (train empty), to evaluate a model
-            on the whole file; excludes `split_by` other than "group" and the id lists.
+        split_by: "group" (default), "order" or "ids" (`_SplitSource` says how each divides).
+        train_ids: example ids for train, a list or a file of one id per line (`_SplitSource`).
+        val_ids: example ids for validation (as `train_ids`).
+        test_ids: example ids for test (as `train_ids`).
+        evaluate_all: every example in val and in test, train empty (`_SplitSource`).
     """
 
     def read(self) -> tuple[Corpus, list[Example]]:
         """The corpus and all examples, unsplit."""
-        path = _require_file(self.path, "a SQuAD-format JSON file with a top-level 'data' list")
-        articles = get_field(_read_json(path), "data", f"{path}: top level", list)
+        path = require_file(self.path, "a SQuAD-format JSON file with a top-level 'data' list")
+        articles = get_field(read_json(path), "data", f"{path}: top level", list)
         passages: list[Passage] = []
         examples: list[Example] = []
         for a, article in enumerate(articles):
@@ -379,17 +278,11 @@ class BeirSource(_SplitSource):
         max_examples: keep at most this many examples per split (random by seed); None keeps all.
         disjoint_train: drop training queries whose gold passages are gold for a val/test
             query (the official BEIR splits share some passages, e.g. 181 in SciFact).
-        split_by: how the examples are divided: "group" (at random by the fractions, whole
-            groups to one split; the default), "order" (in file order by the fractions: train
-            first, then val, then test) or "ids" (by `train_ids` / `val_ids` / `test_ids`,
-            implied when any of them is set; the fractions are then ignored).
-        train_ids: example ids for train: a list, or the path of a file with one id per line
-            (blank lines and lines starting with `#` skipped). None: train takes every example
-            not listed for val or test; when set, every example must be listed somewhere.
-        val_ids: example ids for validation (a list or a file, as `train_ids`).
-        test_ids: example ids for test (a list or a file, as `train_ids`).
-        evaluate_all: put every example in val and in test (train empty), to evaluate a model
-            on the whole file; excludes `split_by` other than "group" and the id lists.
+        split_by: "group" (default), "order" or "ids" (`_SplitSource` says how each divides).
+        train_ids: example ids for train, a list or a file of one id per line (`_SplitSource`).
+        val_ids: example ids for validation (as `train_ids`).
+        test_ids: example ids for test (as `train_ids`).
+        evaluate_all: every example in val and in test, train empty (`_SplitSource`).
     """
 
     def __init__(
@@ -420,7 +313,7 @@ class BeirSource(_SplitSource):
 
     def read_corpus(self) -> Corpus:
         """All passages of `corpus.jsonl`."""
-        path = _require_file(
+        path = require_file(
             self.path / "corpus.jsonl", "a BEIR corpus.jsonl with {_id, title, text} per line"
         )
         passages: list[Passage] = []
@@ -439,7 +332,7 @@ class BeirSource(_SplitSource):
 
     def read_queries(self) -> dict[str, tuple[str, list[str], dict]]:
         """Query id -> (text, answers, metadata) from `queries.jsonl` (`where` in the metadata)."""
-        path = _require_file(self.path / "queries.jsonl", "a BEIR queries.jsonl with {_id, text} per line")
+        path = require_file(self.path / "queries.jsonl", "a BEIR queries.jsonl with {_id, text} per line")
         queries: dict[str, tuple[str, list[str], dict]] = {}
         lines: dict[str, int] = {}
         for lineno, rec in iter_jsonl(path):
@@ -460,7 +353,7 @@ class BeirSource(_SplitSource):
 
     def read_qrels(self, split: str, corpus: Corpus, queries: dict) -> list[Example]:
         """Examples of one qrels split (BEIR or TREC lines), in order of first appearance of each query."""
-        path = _require_file(
+        path = require_file(
             self.path / "qrels" / f"{split}.tsv",
             "a BEIR qrels file (header, then query-id<TAB>corpus-id<TAB>score) or TREC qrels "
             "(query-id iteration corpus-id relevance)",
@@ -656,22 +549,16 @@ class HotpotQASource(_FileSource):
         test_fraction: fraction of questions for test (group-disjoint).
         seed: split and subsampling seed.
         max_examples: keep at most this many examples per split (random by seed); None keeps all.
-        split_by: how the examples are divided: "group" (at random by the fractions, whole
-            groups to one split; the default), "order" (in file order by the fractions: train
-            first, then val, then test) or "ids" (by `train_ids` / `val_ids` / `test_ids`,
-            implied when any of them is set; the fractions are then ignored).
-        train_ids: example ids for train: a list, or the path of a file with one id per line
-            (blank lines and lines starting with `#` skipped). None: train takes every example
-            not listed for val or test; when set, every example must be listed somewhere.
-        val_ids: example ids for validation (a list or a file, as `train_ids`).
-        test_ids: example ids for test (a list or a file, as `train_ids`).
-        evaluate_all: put every example in val and in test (train empty), to evaluate a model
-            on the whole file; excludes `split_by` other than "group" and the id lists.
+        split_by: "group" (default), "order" or "ids" (`_SplitSource` says how each divides).
+        train_ids: example ids for train, a list or a file of one id per line (`_SplitSource`).
+        val_ids: example ids for validation (as `train_ids`).
+        test_ids: example ids for test (as `train_ids`).
+        evaluate_all: every example in val and in test, train empty (`_SplitSource`).
     """
 
     def read(self) -> tuple[Corpus, list[Example]]:
         """The corpus and all examples, unsplit (`meta["where"]`: the file and line or record)."""
-        path = _require_file(self.path, "a HotpotQA JSON list or JSONL file")
+        path = require_file(self.path, "a HotpotQA JSON list or JSONL file")
         passages: list[Passage] = []
         by_content: dict[tuple[str, str], str] = {}
         per_title: dict[str, int] = {}
