@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from smoke_fit import tiny_export
 
 from joint_rag import JointRAG
 from joint_rag.cli import main
@@ -36,28 +37,10 @@ def _make(tiny_module, tmp_path: Path, **kwargs):
     return system, JointRAG.from_pretrained(out), out
 
 
-def _tiny_export(folder: Path, seed: int = 0) -> Path:
-    """An untrained tiny system over a 12-person knowledge base, exported to ``folder``
-    (``seed`` sets its weights; the shapes are always the same)."""
-    from joint_rag.data.synthetic import SyntheticSource
-    from joint_rag.models import Compressor, Generator, TopKSelector
-    from joint_rag.training import JointRAGModule
-
-    torch.manual_seed(seed)
-    data = SyntheticSource(num_entities=12, seed=0).load()
-    module = JointRAGModule(
-        Compressor("tiny-bert", num_memory_tokens=2, max_length=48),
-        Generator("tiny-llama", max_new_tokens=3),
-        selector=TopKSelector(k=2),
-        num_candidates=4,
-    )
-    return export_module(module, folder, data.corpus)
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> Path:
     """One tiny export shared by the corruption and CLI tests (copied before damaging it)."""
-    return _tiny_export(tmp_path_factory.mktemp("pipeline") / "exp")
+    return tiny_export(tmp_path_factory.mktemp("pipeline") / "exp")
 
 
 @pytest.mark.parametrize("similarity_name", ["flat_cosine", "maxsim", "cosine", "dot"])
@@ -224,7 +207,7 @@ def test_damaged_export_is_refused(exported, tmp_path, how):
 def test_parts_of_another_export_with_the_same_shapes_are_refused(exported, tmp_path):
     """An index copied from an export of another (same-shaped) encoder, or a corpus whose text
     changed, no longer loads silently: the index's fingerprints name both sides."""
-    other_export = _tiny_export(tmp_path / "other", seed=1)  # other weights, the same shapes
+    other_export = tiny_export(tmp_path / "other", seed=1)  # other weights, the same shapes
     folder = Path(shutil.copytree(exported, tmp_path / "mixed"))
     shutil.rmtree(folder / "index")
     shutil.copytree(other_export / "index", folder / "index")

@@ -24,40 +24,22 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from smoke_fit import tiny_export
 
 from joint_rag import JointRAG
 from joint_rag.atomic import SIGTERM_EXIT, _host_tag, atomic_write, remove_stale
 from joint_rag.cli import main
 from joint_rag.errors import ExportFormatError
-from joint_rag.export import export_module
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = str(REPO / "experiments" / "smoke.yaml")
-
-
-def _tiny_export(folder: Path, seed: int = 0) -> Path:
-    """An untrained tiny system over a 12-person knowledge base (``seed`` sets its weights; the
-    shapes are always the same)."""
-    from joint_rag.data.synthetic import SyntheticSource
-    from joint_rag.models import Compressor, Generator, TopKSelector
-    from joint_rag.training import JointRAGModule
-
-    torch.manual_seed(seed)
-    data = SyntheticSource(num_entities=12, seed=0).load()
-    module = JointRAGModule(
-        Compressor("tiny-bert", num_memory_tokens=2, max_length=48),
-        Generator("tiny-llama", max_new_tokens=3),
-        selector=TopKSelector(k=2),
-        num_candidates=4,
-    )
-    return export_module(module, folder, data.corpus)
 
 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory) -> tuple[Path, Path]:
     """Two exports of the same shapes and other weights: (ours, another)."""
     root = tmp_path_factory.mktemp("faults")
-    return _tiny_export(root / "ours"), _tiny_export(root / "other", seed=1)
+    return tiny_export(root / "ours"), tiny_export(root / "other", seed=1)
 
 
 @pytest.fixture
