@@ -18,3 +18,19 @@ def fail(prog: str, message: str) -> NoReturn:
     """Print ``PROG: error: MESSAGE`` and exit 2."""
     sys.stderr.write(f"{prog}: error: {message}\n")
     raise SystemExit(2)
+
+
+def set_flag(prog: str, item: str) -> str:
+    """A ``--set KEY=VALUE`` item (VALUE is YAML) as the LightningCLI flag ``--KEY=<VALUE as JSON>``
+    (``config.override``); a malformed item is one error line naming it."""
+    import yaml
+
+    from joint_rag.config import override
+
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        fail(prog, f"--set {item!r}: expected KEY=VALUE, e.g. model.similarity=cosine")
+    try:
+        return override(key.strip(), yaml.safe_load(value))
+    except yaml.YAMLError as err:
+        fail(prog, f"--set {item!r}: VALUE is not YAML ({err})")

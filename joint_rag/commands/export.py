@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from joint_rag.commands.args import Parser, fail
+from joint_rag.commands.args import Parser, fail, set_flag
 
 PROG = "jrag export"
 
@@ -75,7 +75,7 @@ def main(argv: list[str]) -> int:
             fail(PROG, f"--metrics {args.metrics}: not a readable JSON file ({err})")
         if not isinstance(metrics, dict):
             fail(PROG, f"--metrics {args.metrics}: expected a JSON object of metrics")
-    overrides = [_set_flag(item) for item in args.set]
+    overrides = [set_flag(PROG, item) for item in args.set]
 
     from joint_rag.atomic import terminate_as_interrupt
     from joint_rag.export import export_checkpoint, export_untrained
@@ -92,18 +92,3 @@ def main(argv: list[str]) -> int:
             what = str(args.ckpt)
     print(f"exported {what} -> {out}")
     return 0
-
-
-def _set_flag(item: str) -> str:
-    """``KEY=VALUE`` (VALUE is YAML) -> the LightningCLI flag ``--KEY=<VALUE as JSON>``."""
-    import yaml
-
-    from joint_rag.config import override
-
-    key, sep, value = item.partition("=")
-    if not sep or not key.strip():
-        fail(PROG, f"--set {item!r}: expected KEY=VALUE, e.g. model.similarity=cosine")
-    try:
-        return override(key.strip(), yaml.safe_load(value))
-    except yaml.YAMLError as err:
-        fail(PROG, f"--set {item!r}: VALUE is not YAML ({err})")

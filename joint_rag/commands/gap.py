@@ -12,7 +12,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from joint_rag.commands.args import Parser, fail
+from joint_rag.commands.args import Parser, fail, set_flag
 
 PROG = "jrag gap"
 
@@ -130,23 +130,11 @@ def _system_and_data(args):
 
         system = JointRAG.from_pretrained(args.model, device=args.device).system
         return system, _export_source(args.model).load()
-    from joint_rag.config import build, override
+    from joint_rag.config import build
 
-    overrides = [override(*_key_value(item)) for item in args.set]
+    overrides = [set_flag(PROG, item) for item in args.set]
     cli = build(args.config, overrides)
     return cli.model.system.to(args.device), cli.datamodule.source.load()
-
-
-def _key_value(item: str):
-    import yaml
-
-    key, sep, value = item.partition("=")
-    if not sep or not key.strip():
-        fail(PROG, f"--set {item!r}: expected KEY=VALUE, e.g. model.similarity=cosine")
-    try:
-        return key.strip(), yaml.safe_load(value)
-    except yaml.YAMLError as err:
-        fail(PROG, f"--set {item!r}: VALUE is not YAML ({err})")
 
 
 def _export_source(folder: Path):
