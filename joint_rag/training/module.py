@@ -22,7 +22,6 @@ import torch
 from torch import Tensor, nn
 
 from joint_rag.data.collate import RAGBatch
-from joint_rag.errors import DivergenceError
 from joint_rag.kernels import similarity as score
 from joint_rag.losses.base import Objective, ObjectiveInputs
 from joint_rag.losses.end_to_end import EndToEnd
@@ -31,11 +30,11 @@ from joint_rag.losses.pretraining import CompressorPretraining
 from joint_rag.models.compressor import Compressor
 from joint_rag.models.generator import Generator
 from joint_rag.models.selection import TopKSelector
-from joint_rag.retrieval.index import PassageIndex
 from joint_rag.system import RAGSystem, eval_mode, with_instructions
+from joint_rag.training.guard import divergence_error, few, nonfinite
 from joint_rag.training.metrics import AnswerMetrics, RetrievalMetrics, answer_scores, f1_score
 from joint_rag.training.modes import train_trainable_parts
-from joint_rag.training.state import rng_state, set_rng_state
+from joint_rag.training.state import restore_system_state, rng_state, set_rng_state, system_state
 
 #: the checkpoint key of what ``training/state.py`` describes (RNG states, index, corpus memory)
 CHECKPOINT_KEY = "joint_rag"
@@ -207,7 +206,7 @@ class JointRAGModule(pl.LightningModule):
         step = int(self.trainer.global_step) if self._trainer is not None else 0
         bad = self._nonfinite()
         if bad:  # not an index problem: say what it is before encoding garbage
-            self._diverged(f"the weights {self._few(bad)} are non-finite, so the index cannot be built")
+            self._diverged(f"the weights {few(bad)} are non-finite, so the index cannot be built")
         self.system.build_index(step=step, show_progress=show_progress)
 
     # ------------------------------------------------------------------ training
@@ -458,34 +457,17 @@ class JointRAGModule(pl.LightningModule):
         )
 
     # ------------------------------------------------------------------ divergence guard
-    def _learning_rates(self) -> str:
-        if self._trainer is None or not self.trainer.optimizers:
-            return "(no optimiser)"
-        groups = self.trainer.optimizers[0].param_groups
-        return ", ".join(f"{g['lr']:.3g}" for g in groups)
-
     def _diverged(self, what: str, terms: dict[str, Tensor] | None = None) -> None:
         """Stop the fit: one line with the step, the loss terms and the learning rates."""
-        parts = ", ".join(f"{name}={float(value.detach()):.4g}" for name, value in (terms or {}).items())
-        raise DivergenceError(
-            f"training diverged at step {self.global_step}: {what}"
-            + (f"; loss terms: {parts}" if parts else "")
-            + f"; learning rates: {self._learning_rates()}. No checkpoint was written for this step; "
-            "lower model.lr / model.lr_retriever, add warmup_steps or gradient clipping "
-            "(trainer.gradient_clip_val), and resume from the last checkpoint"
-        )
+        if self._trainer is None or not self.trainer.optimizers:
+            rates = "(no optimiser)"
+        else:
+            rates = ", ".join(f"{g['lr']:.3g}" for g in self.trainer.optimizers[0].param_groups)
+        raise divergence_error(self.global_step, what, terms, rates)
 
     def _nonfinite(self, grads: bool = False) -> list[str]:
         """Names of trainable parameters (or their gradients) holding NaN or inf."""
-        out = []
-        for name, p in self.named_parameters():
-            t = p.grad if grads else p
-            if p.requires_grad and t is not None and not bool(torch.isfinite(t).all()):
-                out.append(name)
-        return out
-
-    def _few(self, names: list[str]) -> str:
-        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        return nonfinite((n, p.grad if grads else p) for n, p in self.named_parameters() if p.requires_grad)
 
     def on_before_optimizer_step(self, optimizer) -> None:
         # fp16 mixed precision: inf gradients are the loss scaler's business (it skips the step)
@@ -493,27 +475,22 @@ class JointRAGModule(pl.LightningModule):
             return
         bad = self._nonfinite(grads=True)
         if bad:
-            self._diverged(f"non-finite gradients in {self._few(bad)}")
+            self._diverged(f"non-finite gradients in {few(bad)}")
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)
         bad = self._nonfinite()
         if bad:  # finite loss and gradients, but the update overflowed (a huge learning rate)
-            self._diverged(f"the update made {self._few(bad)} non-finite")
+            self._diverged(f"the update made {few(bad)} non-finite")
 
     # ------------------------------------------------------------------ checkpoints (exact resume)
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Refuse non-finite weights; add the RNG states, the index and the corpus memory
         (``training/state.py``) so a resumed fit continues exactly."""
-        bad = [k for k, v in checkpoint.get("state_dict", {}).items() if not bool(torch.isfinite(v).all())]
+        bad = nonfinite(checkpoint.get("state_dict", {}).items())
         if bad:
-            self._diverged(f"the weights {self._few(bad)} are non-finite (checkpoint refused)")
-        extra: dict = {"rng": rng_state()}
-        index = self.system.index
-        if isinstance(index, PassageIndex):  # a ShardedIndex (DDP) is rebuilt when resuming
-            extra["index"] = index.state_dict()
-            if self.system.corpus_memory is not None:
-                extra["corpus_memory"] = self.system.corpus_memory.detach().cpu()
+            self._diverged(f"the weights {few(bad)} are non-finite (checkpoint refused)")
+        extra: dict = {"rng": rng_state(), **system_state(self.system)}
         ref = self.__dict__.get("_kl_reference_parts")
         ref_state = ref.state_dict() if ref is not None else self.__dict__.get("_kl_reference_state")
         if ref_state is not None:  # Reinforce's KL reference retriever (``_kl_reference``)
@@ -526,18 +503,9 @@ class JointRAGModule(pl.LightningModule):
         self.__dict__.pop("_kl_reference_parts", None)
         if extra.get("kl_reference") is not None:
             self.__dict__["_kl_reference_state"] = extra["kl_reference"]
-        state, corpus = extra.get("index"), self.system.corpus
-        if state is None or corpus is None:
-            return
-        if state["fingerprint"].get("corpus") != corpus.fingerprint() or state["passage_ids"] != list(
-            corpus.ids
-        ):
-            return  # another corpus: IndexRefresh builds a new index
         device = self.trainer.strategy.root_device if self._trainer is not None else self.device
-        self.system.index = PassageIndex.from_state_dict(state, device)
-        memory = extra.get("corpus_memory")
-        self.system.corpus_memory = memory.to(device) if memory is not None else None
-        self.index_restored = True
+        # another corpus: nothing restored, IndexRefresh builds a new index
+        self.index_restored = restore_system_state(self.system, extra, device)
 
     def on_train_batch_start(self, batch: RAGBatch, batch_idx: int) -> None:
         # the generators as they were when the checkpoint was written, put back as late as

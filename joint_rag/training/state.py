@@ -53,3 +53,32 @@ def set_rng_state(state: dict) -> None:
     )
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def system_state(system) -> dict:
+    """The ``RAGSystem``'s index and cached corpus memory as a checkpoint holds them (empty for
+    no index or a ``ShardedIndex``, which a resumed DDP fit rebuilds)."""
+    from joint_rag.retrieval.index import PassageIndex
+
+    state: dict = {}
+    if isinstance(system.index, PassageIndex):
+        state["index"] = system.index.state_dict()
+        if system.corpus_memory is not None:
+            state["corpus_memory"] = system.corpus_memory.detach().cpu()
+    return state
+
+
+def restore_system_state(system, state: dict, device: torch.device) -> bool:
+    """Put ``system_state``'s index and corpus memory back on ``device`` when they were built
+    over the system's current corpus; returns whether they were (another corpus: no)."""
+    from joint_rag.retrieval.index import PassageIndex
+
+    index, corpus = state.get("index"), system.corpus
+    if index is None or corpus is None:
+        return False
+    if index["fingerprint"].get("corpus") != corpus.fingerprint() or index["passage_ids"] != list(corpus.ids):
+        return False
+    system.index = PassageIndex.from_state_dict(index, device)
+    memory = state.get("corpus_memory")
+    system.corpus_memory = memory.to(device) if memory is not None else None
+    return True
