@@ -33,6 +33,10 @@ Metrics per question (C candidates, index 0 = most similar):
 * ``useful_rank_of_top_sim``: 1-based rank, by usefulness, of the most similar candidate.
 * with gold ids: ``gold_in_candidates``, ``gold_most_similar`` (candidate 0 is gold),
   ``gold_most_useful`` (the first most useful candidate is gold), over questions with gold ids.
+* distant supervision (DPR's answer-string matching, ``data.hard_negatives.contains_answer``):
+  ``answer_match_found``, some candidate contains an answer string; ``answer_match_is_gold``,
+  the most similar such candidate is gold (its precision as a relevance label), over questions
+  with gold ids and a match.
 
 Each aggregate is the mean over questions with a 95% percentile bootstrap interval (seeded
 resampling of questions); the per-question records come back too.
@@ -46,6 +50,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from joint_rag.data.hard_negatives import contains_answer
 from joint_rag.data.types import Example
 from joint_rag.progress import progress_bar
 from joint_rag.system import RAGSystem, eval_mode
@@ -64,6 +69,8 @@ METRICS = (
     "gold_in_candidates",
     "gold_most_similar",
     "gold_most_useful",
+    "answer_match_found",
+    "answer_match_is_gold",
 )
 
 
@@ -121,6 +128,7 @@ def question_metrics(
     k: int,
     gold: Sequence[bool] | None = None,
     tol: float = TIE_TOL,
+    answer_match: Sequence[bool] | None = None,
 ) -> dict[str, float]:
     """The metrics of one question whose C candidates are in similarity order (best first).
 
@@ -131,6 +139,7 @@ def question_metrics(
         gold: (C,) whether each candidate is a gold passage; None: no gold ids.
         tol: log-likelihoods within ``tol`` nats of each other count as tied (float noise of
             batching: a row's padding changes the last digits).
+        answer_match: (C,) whether each candidate contains an answer string; None: not computed.
     """
     ll = np.asarray(loglik, dtype=np.float64)
     best = float(ll.max())
@@ -148,6 +157,10 @@ def question_metrics(
         out["gold_in_candidates"] = float(any(gold))
         out["gold_most_similar"] = float(bool(gold[0]))
         out["gold_most_useful"] = float(bool(gold[most_useful]))
+    if answer_match is not None:
+        out["answer_match_found"] = float(any(answer_match))
+        if gold is not None and any(answer_match):
+            out["answer_match_is_gold"] = float(bool(gold[list(answer_match).index(True)]))
     return out
 
 
@@ -291,6 +304,7 @@ def usefulness_gap(
     for ex, (row, sims), ll in zip(examples, ranked, logliks):
         gold_ids = set(ex.gold_passage_ids)
         gold = [p in gold_ids for p in row] if gold_ids else None
+        match = [contains_answer(t, ex.answers) for t in system.texts_of(row)]
         records.append(
             {
                 "example_id": ex.example_id,
@@ -300,7 +314,8 @@ def usefulness_gap(
                 "similarity": sims,
                 "loglik": ll,
                 "gold": gold,
-                "metrics": question_metrics(sims, ll, k, gold),
+                "answer_match": match,
+                "metrics": question_metrics(sims, ll, k, gold, answer_match=match),
             }
         )
     return {

@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from joint_rag.data.hard_negatives import hard_negatives
 from joint_rag.data.types import Corpus, Example, Passage
 
 
@@ -292,6 +293,8 @@ def build_knowledge_base(
     questions_per_entity: int = 3,
     num_organisations: int | None = None,
     passage_facts: list[str] | None = None,
+    decoys_per_question: int = 0,
+    answer_distractors_per_question: int = 0,
 ) -> KnowledgeBase:
     """Generate a fictional knowledge base; the same arguments always give the same data.
 
@@ -307,10 +310,14 @@ def build_knowledge_base(
         passage_facts: sentence groups a person passage states besides the intro (hometown and
             birth year): any of "work", "instrument", "colour", "pet"; None states all. Questions
             ask only about stated facts. Fewer facts make shorter, easier-to-compress passages.
+        decoys_per_question: passages per question about the same person that repeat the
+            question's words without the fact (``joint_rag.data.hard_negatives``).
+        answer_distractors_per_question: passages per question about another person (same last
+            name) that state the answer string for the same attribute.
 
     Returns:
-        The `KnowledgeBase`: people, organisations, corpus (people first, then organisations)
-        and the unsplit examples in person order.
+        The `KnowledgeBase`: people, organisations, corpus (people first, then organisations,
+        then any hard negatives) and the unsplit examples in person order.
     """
     if num_entities < 1:
         raise ValueError(f"num_entities must be >= 1, got {num_entities}")
@@ -371,10 +378,19 @@ def build_knowledge_base(
     by_id = {o.entity_id: o for o in orgs}
     passages = [_person_passage(p, by_id[p.employer], rng, facts) for p in people]
     passages += [_org_passage(o, rng) for o in orgs]
-    corpus = Corpus(passages, source=f"synthetic(num_entities={num_entities}, seed={seed})")
     examples = [
         ex
         for p in people
         for ex in _questions(p, by_id[p.employer], rng, questions_per_entity, two_hop_fraction, facts)
     ]
-    return KnowledgeBase(people, orgs, corpus, examples)
+    source = f"synthetic(num_entities={num_entities}, seed={seed})"
+    if decoys_per_question or answer_distractors_per_question:
+        names = {p.entity_id: (p.first, p.last) for p in people}
+        passages += hard_negatives(
+            examples, names, _first_name, used, seed, decoys_per_question, answer_distractors_per_question
+        )
+        source = (
+            f"synthetic(num_entities={num_entities}, seed={seed}, decoys={decoys_per_question}, "
+            f"answer_distractors={answer_distractors_per_question})"
+        )
+    return KnowledgeBase(people, orgs, Corpus(passages, source=source), examples)

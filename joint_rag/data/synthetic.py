@@ -32,6 +32,14 @@ class SyntheticSource(DataSource):
         instruction_eval_towns: fraction of towns held out for instruction following: their
             instruction pairs (``synthetic_instructions.town_instruction_pairs``) become ``RAGData.instruction_pairs``,
             and validation/test log p-MRR on them. 0 (default): no pairs.
+        decoys_per_question: hard negatives (``joint_rag.data.hard_negatives``): passages per
+            question about the same person that repeat the question without the fact.
+        answer_distractors_per_question: passages per question about a same-surname relative
+            that state the answer string (they fool answer-string matching).
+        oracle_candidates: give every example a candidate list (``candidate_ids``): its gold
+            passages first, then its own decoys and distractors, for reading-ceiling runs with
+            ``model.candidate_source: example`` (C = K = 2 reads the gold passages of one- and
+            two-hop questions).
         instruction_examples: add at most this many instruction examples
             (``synthetic_instructions.town_instruction_examples``, random by seed) from the other towns to the training
             split. 0 (default): none.
@@ -51,6 +59,9 @@ class SyntheticSource(DataSource):
         passage_facts: list[str] | None = None,
         instruction_eval_towns: float = 0.0,
         instruction_examples: int = 0,
+        decoys_per_question: int = 0,
+        answer_distractors_per_question: int = 0,
+        oracle_candidates: bool = False,
     ) -> None:
         if not 0.0 <= instruction_eval_towns < 1.0:
             raise ValueError(f"instruction_eval_towns must lie in [0, 1), got {instruction_eval_towns}")
@@ -68,6 +79,9 @@ class SyntheticSource(DataSource):
         self.max_examples = max_examples
         self.num_organisations = num_organisations
         self.passage_facts = passage_facts
+        self.decoys_per_question = decoys_per_question
+        self.answer_distractors_per_question = answer_distractors_per_question
+        self.oracle_candidates = oracle_candidates
 
     def build(self) -> KnowledgeBase:
         """The unsplit knowledge base for these settings."""
@@ -79,11 +93,17 @@ class SyntheticSource(DataSource):
             self.questions_per_entity,
             self.num_organisations,
             self.passage_facts,
+            self.decoys_per_question,
+            self.answer_distractors_per_question,
         )
 
     def load(self) -> RAGData:
         """Build the knowledge base and split its questions by entity."""
         kb = self.build()
+        if self.oracle_candidates:
+            for ex in kb.examples:
+                extra = ex.meta.get("decoys", []) + ex.meta.get("answer_distractors", [])
+                ex.candidate_ids = list(ex.gold_passage_ids) + extra
         train, val, test = split_by_group(
             kb.examples, kb.corpus, self.val_fraction, self.test_fraction, self.seed
         )

@@ -38,6 +38,13 @@ class ObjectiveInputs:
             (B, G) detached rewards of the generator reading each sampled set.
         reference_scores: (B, C) detached scores of a reference retriever for the same
             candidates (the module's frozen snapshot of the initial retriever).
+        answer_match: (B, C) bool, which candidates contain an answer string (whole words,
+            case-insensitive; ``data.hard_negatives.contains_answer``): distant supervision.
+        cand_cols: (B, C) long, each candidate's column in ``inbatch_scores`` (so a (B, C) mask
+            maps onto the in-batch scores).
+
+    With ``model.relevance_labels: false`` the module hides the labels: ``gold`` and
+    ``inbatch_gold`` are all False, and objectives whose ``reads_labels`` is True are refused.
     """
 
     scores: Tensor
@@ -53,6 +60,8 @@ class ObjectiveInputs:
     top_k: int | None = None
     set_reward: Callable[[Tensor, str], Tensor] | None = None
     reference_scores: Tensor | None = None
+    answer_match: Tensor | None = None
+    cand_cols: Tensor | None = None
 
     def selected_scores(self) -> Tensor:
         """(B, K) retriever scores of the selected candidates (differentiable)."""
@@ -65,12 +74,15 @@ class Objective(nn.Module):
     """Base class: `forward(inputs) -> {term_name: scalar tensor}`.
 
     Subclasses set `needs`, the generator signals they read, a subset of {"answer_nll",
-    "token_logprobs", "passage_loglik", "pretrain", "set_reward", "reference_scores"}, so the
-    module computes only those. Terms named in `logged_terms` are logged, not added to the loss.
+    "token_logprobs", "passage_loglik", "pretrain", "set_reward", "reference_scores",
+    "answer_match"}, so the module computes only those. Terms named in `logged_terms` are
+    logged, not added to the loss. `reads_labels` is True for objectives that read the gold
+    passage ids (``gold``, ``inbatch_gold``); label-free training refuses them.
     """
 
     needs: frozenset[str] = frozenset()
     logged_terms: frozenset[str] = frozenset()
+    reads_labels: bool = False
 
     def forward(self, inputs: ObjectiveInputs) -> dict[str, Tensor]:  # pragma: no cover
         raise NotImplementedError

@@ -199,6 +199,7 @@ class Reinforce(Objective):
         if self.kl_weight > 0:
             needs.add("reference_scores")
         self.needs = frozenset(needs)
+        self.reads_labels = reward == "ndcg"
 
     def resolve_k(self, inputs: ObjectiveInputs) -> int:
         C = inputs.scores.shape[-1]

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from joint_rag.data.collate import RAGBatch
+from joint_rag.data.hard_negatives import contains_answer
 from joint_rag.kernels import similarity as score
 from joint_rag.losses.base import Objective, ObjectiveInputs
 from joint_rag.losses.end_to_end import EndToEnd
@@ -60,6 +61,13 @@ class JointRAGModule(pl.LightningModule):
         candidate_source: "index" (search the corpus index) or "example" (per-example lists).
         include_gold: in training, put a gold passage among the candidates when the index
             missed it (never in evaluation).
+        relevance_labels: false: label-free training. No objective sees a gold passage id:
+            ``gold``/``inbatch_gold`` reach the objectives all False, no gold passage is put
+            among the candidates (``include_gold`` is ignored), and objectives that read labels
+            (``Objective.reads_labels``: Similarity(positives="gold"), Reinforce(reward="ndcg"))
+            and compressor pretraining (it answers from the gold passage) are refused.
+            Evaluation still scores against the gold ids. Per-example candidate lists
+            (``candidate_source: example``) are used as the data gives them.
         lr: learning rate of generator and projector.
         lr_retriever: learning rate of compressor backbone, memory tokens and query encoder
             (None: same as lr).
@@ -107,6 +115,7 @@ class JointRAGModule(pl.LightningModule):
         freeze_query_encoder: bool = False,
         candidate_source: str = "index",
         include_gold: bool = True,
+        relevance_labels: bool = True,
         lr: float = 1e-4,
         lr_retriever: float | None = None,
         weight_decay: float = 0.0,
@@ -165,6 +174,20 @@ class JointRAGModule(pl.LightningModule):
         )
         self.candidate_source = candidate_source
         self.include_gold = include_gold
+        self.relevance_labels = relevance_labels
+        if not relevance_labels:
+            readers = [name for name, obj in self.objective.objectives.items() if obj.reads_labels]
+            if readers:
+                raise ValueError(
+                    f"model.relevance_labels is false but objectives {readers} read the gold passage ids; "
+                    "use Similarity(positives='reference_top1' or 'answer_match'), a usefulness objective, "
+                    "or Reinforce with reward 'loglik' or 'f1'"
+                )
+            if pretrain_steps:
+                raise ValueError(
+                    "model.relevance_labels is false but model.pretrain_steps > 0: compressor pretraining "
+                    "answers from the gold passage; set pretrain_steps: 0"
+                )
         cutoffs = dict(
             recall_ks=tuple(recall_at), mrr_k=mrr_at, ndcg_k=ndcg_at, all_gold_ks=tuple(all_gold_at)
         )
@@ -263,7 +286,7 @@ class JointRAGModule(pl.LightningModule):
                 ages = self.system.index.ages(rows, self.global_step)
                 self.log("train/row_age_mean", ages.mean(), batch_size=len(batch))
                 self.log("train/row_age_max", ages.max(), batch_size=len(batch))
-        if self.include_gold:
+        if self.include_gold and self.relevance_labels:
             for b, row in enumerate(cands):
                 golds = [g for g in batch.gold_ids[b] if g in corpus]
                 if golds and not set(golds) & set(row):
@@ -296,7 +319,8 @@ class JointRAGModule(pl.LightningModule):
         memory, p_ret = out.memory, out.retrieval  # (U, M, H) or None, (U, R, D)
         q_ret = system.encode_queries(batch.queries, batch.instructions)  # (B, R, D)
         scores = score(q_ret, p_ret[cand_rows], system.similarity)  # (B, C)
-        gold_sets = [set(g) for g in batch.gold_ids]
+        # label-free: the objectives see no gold passage (evaluation still does)
+        gold_sets = [set(g) if self.relevance_labels else set() for g in batch.gold_ids]
         gold = torch.tensor(
             [[p in gold_sets[b] for p in row] for b, row in enumerate(cand_ids)], device=self.device
         )
@@ -306,8 +330,19 @@ class JointRAGModule(pl.LightningModule):
         inbatch_gold = torch.tensor(
             [[p in gold_sets[b] for p in unique] for b in range(B)], device=self.device
         )
-        inputs = ObjectiveInputs(scores=scores, gold=gold, inbatch_scores=inbatch, inbatch_gold=inbatch_gold)
+        inputs = ObjectiveInputs(
+            scores=scores, gold=gold, inbatch_scores=inbatch, inbatch_gold=inbatch_gold, cand_cols=cand_rows
+        )
         inputs.top_k = system.selector.k
+        if "answer_match" in needs:  # distant supervision: candidates containing an answer string
+            texts = dict(zip(unique, system.texts_of(unique)))
+            inputs.answer_match = torch.tensor(
+                [
+                    [contains_answer(texts[p], batch.all_answers[b]) for p in row]
+                    for b, row in enumerate(cand_ids)
+                ],
+                device=self.device,
+            )
         cand_memory = memory[cand_rows] if memory is not None else None  # (B, C, M, H)
         if "set_reward" in needs:  # objectives that sample their own K-sets (losses/reinforce.py)
             inputs.set_reward = lambda samples, metric: self._set_reward(
