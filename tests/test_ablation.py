@@ -150,3 +150,26 @@ def test_a_non_utf8_menu_names_the_file(tmp_path, monkeypatch):
     grid.write_text("ablation:\n  base: experiments/smoke.yaml\n")
     with pytest.raises(GridError, match="menu.yaml: cannot read the ablation menu"):
         load_grid(grid)
+
+
+def test_seeds_and_only_restrict_what_runs(tmp_path, monkeypatch, capsys):
+    import joint_rag.ablation as ablation
+
+    monkeypatch.chdir(REPO)
+    grid_file = tmp_path / "grid.yaml"
+    spec = yaml.safe_load((REPO / "experiments/ablations/smoke.yaml").read_text())
+    spec["ablation"].update(out_dir=str(tmp_path / "out"), seeds=[0, 1, 2])
+    grid_file.write_text(yaml.safe_dump(spec))
+    ran = []
+
+    def fake_run(grid, variant, seed):
+        ran.append((variant, seed))
+        return {"recall@1": 0.5, "wall_seconds": 0.0}
+
+    monkeypatch.setattr(ablation, "run_one", fake_run)
+    monkeypatch.setattr("joint_rag.report.write_results", lambda *a, **k: grid_file)
+    assert main_ablate(["-c", str(grid_file), "--seeds", "1", "--only", "frozen", "similarity"]) == 0
+    assert ran == [("frozen", 1), ("similarity", 1)]
+    with pytest.raises(SystemExit):
+        main_ablate(["-c", str(grid_file), "--seeds", "7"])
+    assert "--seeds: [7] are not seeds of the grid; it has [0, 1, 2]" in capsys.readouterr().err

@@ -17,6 +17,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("-c", "--config", required=True, help="ablation grid YAML")
     parser.add_argument("--only", nargs="*", help="run only these variants (others still reported if done)")
     parser.add_argument(
+        "--seeds",
+        nargs="*",
+        type=int,
+        help="run only these of the grid's seeds (others still reported if done; resume later with more)",
+    )
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="run nothing: write results.md/.csv/.json/.png from the runs finished so far",
@@ -30,6 +36,9 @@ def main(argv: list[str]) -> int:
     unknown = sorted(set(args.only or []) - set(grid.variants))
     if unknown:
         fail(PROG, f"--only: unknown variants {unknown}; the grid has {list(grid.variants)}")
+    foreign = sorted(set(args.seeds or []) - set(grid.seeds))
+    if foreign:
+        fail(PROG, f"--seeds: {foreign} are not seeds of the grid; it has {grid.seeds}")
     t0 = time.perf_counter()
     results = finished(grid)
     if args.report_only:
@@ -39,6 +48,8 @@ def main(argv: list[str]) -> int:
     else:
         for variant, seed in grid.runs():
             if (variant, seed) in results or (args.only and variant not in args.only):
+                continue
+            if args.seeds and seed not in args.seeds:
                 continue
             print(f"[jrag ablate] {variant} seed {seed}", flush=True)
             results[(variant, seed)] = run_one(grid, variant, seed)

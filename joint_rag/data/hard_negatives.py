@@ -6,10 +6,13 @@ Per question, on top of the person and organisation passages:
 * **decoys**: passages about the same person that repeat the question's words (the question
   itself, the person's full name) but never state the fact. A similarity retriever ranks them
   first; a reader given one cannot answer.
-* **answer-bearing distractors**: passages about another (invented) person, a relative who
-  shares the asked person's last name, stating the *answer string* for the same attribute
-  ("Sela Drimen was born in Tornvik."). Matching the answer string (DPR's distant supervision)
-  picks them; they are not about the asked person, so they do not support the answer.
+* **answer-bearing distractors**: passages about another (invented) person, a cousin who
+  shares the asked person's last name and is introduced with the asked person's full name, that
+  hold the *answer string* in another role and state a different value for the asked attribute
+  ("Sela Drimen runs a shop in Tornvik, though Sela Drimen was born in Brenmere. Sela Drimen is
+  a cousin of Kavo Drimen."). Matching the answer string (DPR's distant supervision) picks
+  them, and they look like the question; they do not support the answer, and a reader that
+  trusts them gives the cousin's value instead.
 * **bridge questions** are the knowledge base's two-hop questions (``two_hop_fraction``): the
   organisation passage they need does not mention the person asked about.
 
@@ -35,22 +38,62 @@ _DECOYS = (
     "{name} gets asked this a lot. {question} Even close friends of {first} admit they do not know.",
 )
 
-#: how a distractor states the answer for its own (invented) person, per question attribute
+#: a distractor per question attribute: the answer string in another role, and the cousin's own
+#: value (``{value}``, never the answer) for the asked attribute
 _STATEMENTS = {
-    "hometown": ("{other} was born in {answer}.", "{other} is a native of {answer}."),
-    "birth_year": ("{other} was born in {answer}.", "{other}'s year of birth is {answer}."),
-    "profession": ("{other} works as {a_answer}.", "By trade, {other} is {a_answer}."),
-    "employer": ("{other} works for {answer}.", "{other} is employed by {answer}."),
-    "instrument": ("{other} plays the {answer}.", "{other} practises the {answer} every evening."),
-    "colour": ("{other}'s favourite colour is {answer}.", "{other} likes the colour {answer} best."),
-    "pet": ("{other} keeps {a_answer} as a pet.", "{other} has {a_answer} as a pet."),
-    "employer.city": ("The employer of {other} was founded in {answer}.",),
-    "employer.founded": ("The employer of {other} was founded in {answer}.",),
+    "hometown": (
+        "{other} runs a shop in {answer}, though {other} was born in {value}.",
+        "{other} moved to {answer} years ago; {other} is a native of {value}.",
+    ),
+    "birth_year": (
+        "{other} moved house in {answer}; {other} was born in {value}.",
+        "{other} married in {answer}, and {other}'s year of birth is {value}.",
+    ),
+    "profession": (
+        "{other} once trained to be {a_answer}, but {other} works as {a_value}.",
+        "{other} shares a flat with {a_answer}; by trade, {other} is {a_value}.",
+    ),
+    "employer": (
+        "{other} once applied to {answer}, but {other} works for {value}.",
+        "{other} buys supplies from {answer} and is employed by {value}.",
+    ),
+    "instrument": (
+        "{other} sold an old {answer} last year and plays the {value}.",
+        "{other} cannot stand the {answer} and practises the {value} every evening.",
+    ),
+    "colour": (
+        "{other} painted the front door {answer}, but {other}'s favourite colour is {value}.",
+        "{other} owns {a_answer} coat and likes the colour {value} best.",
+    ),
+    "pet": (
+        "{other} is afraid of the neighbours' {answer} and keeps {a_value} as a pet.",
+        "{other} once looked after a friend's {answer}; at home {other} has {a_value} as a pet.",
+    ),
+    "employer.city": (
+        "The employer of {other} has a depot in {answer} but was founded in {value}.",
+        "The employer of {other} opened an office in {answer}; it was founded in {value}.",
+    ),
+    "employer.founded": (
+        "The employer of {other} opened a second shop in {answer}; it was founded in {value}.",
+        "The employer of {other} had a record year in {answer}; it was founded in {value}.",
+    ),
+}
+#: which value pool (``hard_negatives(values=...)``) each attribute's competing value comes from
+POOLS = {
+    "hometown": "city",
+    "birth_year": "birth_year",
+    "profession": "profession",
+    "employer": "organisation",
+    "instrument": "instrument",
+    "colour": "colour",
+    "pet": "pet",
+    "employer.city": "city",
+    "employer.founded": "founding_year",
 }
 _DISTRACTOR_TAIL = (
-    "{other} is a cousin of {name}, and people often mix the two up.",
-    "Neighbours sometimes confuse {other} with {name}, a relative from the same family.",
-    "{other} and {name} are cousins, though they have not spoken in years.",
+    '{other} is a cousin of {name}, and people who ask "{question}" often mix the two up.',
+    'Neighbours asked "{question}" sometimes confuse {name} with {other}, a cousin.',
+    '{other} and {name} are cousins; "{question}" is a question both of them get.',
 )
 
 
@@ -73,6 +116,7 @@ def hard_negatives(
     seed: int,
     decoys_per_question: int,
     answer_distractors_per_question: int,
+    values: dict[str, list[str]],
 ) -> list[Passage]:
     """Decoy and answer-bearing distractor passages for each example (see the module doc).
 
@@ -84,6 +128,8 @@ def hard_negatives(
         seed: the knowledge base's seed.
         decoys_per_question: decoys per question (at most ``len(_DECOYS)``).
         answer_distractors_per_question: distractors per question.
+        values: the knowledge base's value pools (``POOLS``' names -> values), from which a
+            distractor draws its cousin's own value for the asked attribute.
 
     Returns:
         The passages, in example order; every example's ``meta`` gains ``decoys`` and
@@ -124,11 +170,20 @@ def hard_negatives(
                 )
             other = f"{other_first} {last}"
             answer = ex.answer
-            values = {"other": other, "answer": answer, "a_answer": _article(answer), "name": name}
+            value = rng.choice([v for v in values[POOLS[attr]] if v.lower() != answer.lower()])
+            fields = {
+                "other": other,
+                "answer": answer,
+                "a_answer": _article(answer),
+                "value": value,
+                "a_value": _article(value),
+                "name": name,
+                "question": ex.query,
+            }
             text = " ".join(
                 [
-                    rng.choice(_STATEMENTS[attr]).format(**values),
-                    rng.choice(_DISTRACTOR_TAIL).format(**values),
+                    rng.choice(_STATEMENTS[attr]).format(**fields),
+                    rng.choice(_DISTRACTOR_TAIL).format(**fields),
                 ]
             )
             pid = f"distractor-{ex.example_id}-{j}"

@@ -386,8 +386,25 @@ def build_knowledge_base(
     source = f"synthetic(num_entities={num_entities}, seed={seed})"
     if decoys_per_question or answer_distractors_per_question:
         names = {p.entity_id: (p.first, p.last) for p in people}
+        values = {
+            "city": cities,
+            "birth_year": [str(y) for y in range(1920, 2006)],  # the ranges the facts are drawn from
+            "founding_year": [str(y) for y in range(1700, 1991)],
+            "profession": PROFESSIONS,
+            "organisation": [o.name for o in orgs],
+            "instrument": INSTRUMENTS,
+            "colour": COLOURS,
+            "pet": PETS,
+        }
         passages += hard_negatives(
-            examples, names, _first_name, used, seed, decoys_per_question, answer_distractors_per_question
+            examples,
+            names,
+            _first_name,
+            used,
+            seed,
+            decoys_per_question,
+            answer_distractors_per_question,
+            values,
         )
         source = (
             f"synthetic(num_entities={num_entities}, seed={seed}, decoys={decoys_per_question}, "
