@@ -55,7 +55,10 @@ def test_label_free_positives_are_allowed_and_train(tiny_module):
         inputs = module._joint_inputs(batch, module.objective.needs)
         assert inputs.reference_scores is not None
         if positives == "answer_match":
-            texts = {p: t for p, t in zip(module.system.corpus.ids, module.system.texts_of(module.system.corpus.ids))}
+            texts = {
+                p: t
+                for p, t in zip(module.system.corpus.ids, module.system.texts_of(module.system.corpus.ids))
+            }
             cands = module.training_candidates(batch)  # same index, same search
             for b, row in enumerate(cands):
                 for c, pid in enumerate(row):
@@ -94,7 +97,10 @@ def test_similarity_positives_hand_computed():
     ds = Similarity(temperature=1.0, in_batch=False, positives="answer_match")(inputs)["info_nce"]
     assert ds.item() == pytest.approx(math.log(2.0), abs=1e-6)
     inputs.answer_match = torch.zeros(1, 3, dtype=torch.bool)  # no match: the query is skipped
-    assert Similarity(temperature=1.0, in_batch=False, positives="answer_match")(inputs)["info_nce"].item() == 0.0
+    assert (
+        Similarity(temperature=1.0, in_batch=False, positives="answer_match")(inputs)["info_nce"].item()
+        == 0.0
+    )
     with pytest.raises(ValueError, match="positives must be one of"):
         Similarity(positives="bm25")
     assert Similarity().reads_labels and not Similarity(positives="answer_match").reads_labels
