@@ -36,10 +36,11 @@ class SyntheticSource(DataSource):
             question about the same person that repeat the question without the fact.
         answer_distractors_per_question: passages per question about a same-surname relative
             that state the answer string (they fool answer-string matching).
-        oracle_candidates: give every example a candidate list (``candidate_ids``): its gold
-            passages first, then its own decoys and distractors, for reading-ceiling runs with
-            ``model.candidate_source: example`` (C = K = 2 reads the gold passages of one- and
-            two-hop questions).
+        oracle_candidates: N > 0 gives every example a candidate list (``candidate_ids``) of its
+            gold passages followed by its own decoys, cut to N, for reading-ceiling runs with
+            ``model.candidate_source: example`` and C = K = N (evaluation ranks the whole list,
+            so the list is exactly what the generator reads). N = 2 reads the gold passage and a
+            decoy (one-hop) or the person and the organisation (two-hop). 0 (default): none.
         instruction_examples: add at most this many instruction examples
             (``synthetic_instructions.town_instruction_examples``, random by seed) from the other towns to the training
             split. 0 (default): none.
@@ -61,7 +62,7 @@ class SyntheticSource(DataSource):
         instruction_examples: int = 0,
         decoys_per_question: int = 0,
         answer_distractors_per_question: int = 0,
-        oracle_candidates: bool = False,
+        oracle_candidates: int = 0,
     ) -> None:
         if not 0.0 <= instruction_eval_towns < 1.0:
             raise ValueError(f"instruction_eval_towns must lie in [0, 1), got {instruction_eval_towns}")
@@ -100,10 +101,17 @@ class SyntheticSource(DataSource):
     def load(self) -> RAGData:
         """Build the knowledge base and split its questions by entity."""
         kb = self.build()
+        if self.oracle_candidates < 0:
+            raise ValueError(f"oracle_candidates must be >= 0, got {self.oracle_candidates}")
         if self.oracle_candidates:
             for ex in kb.examples:
-                extra = ex.meta.get("decoys", []) + ex.meta.get("answer_distractors", [])
-                ex.candidate_ids = list(ex.gold_passage_ids) + extra
+                listed = list(ex.gold_passage_ids) + ex.meta.get("decoys", [])
+                if len(listed) < self.oracle_candidates:
+                    raise ValueError(
+                        f"oracle_candidates={self.oracle_candidates}: example {ex.example_id} has only "
+                        f"{len(listed)} gold passages and decoys; raise decoys_per_question"
+                    )
+                ex.candidate_ids = listed[: self.oracle_candidates]
         train, val, test = split_by_group(
             kb.examples, kb.corpus, self.val_fraction, self.test_fraction, self.seed
         )

@@ -45,12 +45,16 @@ def test_the_base_knowledge_base_is_unchanged():
     assert again.corpus.fingerprint() == hard.corpus.fingerprint()  # seeded
 
 
-def test_oracle_candidates_put_the_gold_passages_first():
-    data = SyntheticSource(num_entities=30, seed=0, oracle_candidates=True, **HARD).load()
+def test_oracle_candidates_are_the_gold_passages_then_decoys():
+    data = SyntheticSource(num_entities=30, seed=0, oracle_candidates=2, **HARD).load()
     for ex in data.train + data.val:
-        g = len(ex.gold_passage_ids)
-        assert ex.candidate_ids[:g] == ex.gold_passage_ids
-        assert ex.candidate_ids[g:] == ex.meta["decoys"] + ex.meta["answer_distractors"]
+        assert len(ex.candidate_ids) == 2
+        if ex.hops == 1:
+            assert ex.candidate_ids == [ex.gold_passage_ids[0], ex.meta["decoys"][0]]
+        else:
+            assert ex.candidate_ids == ex.gold_passage_ids
+    with pytest.raises(ValueError, match="has only 1 gold passages and decoys"):
+        SyntheticSource(num_entities=10, oracle_candidates=2).load()
 
 
 def test_bad_counts_are_value_errors():
