@@ -33,6 +33,20 @@ def _grids() -> list[Path]:
     return [p for p in CONFIGS if _kind(p) == "grid"]
 
 
+def _documented_stack(path: Path) -> list[Path]:
+    """The -c files of the `jrag fit` command in a file's leading comment (continuation lines
+    joined), e.g. ``#   jrag fit -c experiments/quickstart.yaml -c experiments/x.yaml``."""
+    comment = " ".join(
+        line.lstrip("#").strip().rstrip("\\")
+        for line in path.read_text().splitlines()
+        if line.startswith("#")
+    )
+    if "jrag fit" not in comment:
+        return []
+    words = comment.split("jrag fit", 1)[1].split("jrag ", 1)[0].split()  # up to the next command
+    return [REPO / words[i + 1] for i, w in enumerate(words[:-1]) if w == "-c"]
+
+
 def _printed(args: list[str], capsys) -> dict:
     with pytest.raises(SystemExit) as exit_info:
         make_cli(["fit", *args, "--print_config"])
@@ -60,8 +74,17 @@ def test_config_parses(path: Path, capsys, monkeypatch):
         printed = _printed(config_args(grid.bases, grid.flags_for(*grid.runs()[0])), capsys)
     elif kind == "delta":
         grids = [g for g in _grids() if path.resolve() in [b.resolve() for b in load_grid(g).bases]]
-        assert grids, f"{path} is a delta file no grid names"
-        printed = _printed(config_args(load_grid(grids[0]).bases), capsys)
+        if grids:
+            printed = _printed(config_args(load_grid(grids[0]).bases), capsys)
+        else:  # a delta of a delta: the `jrag fit -c ...` command its comment documents must parse
+            stack = _documented_stack(path)
+            assert stack, (
+                f"{path} is a delta file no grid names, and its comment shows no `jrag fit -c` command"
+            )
+            assert stack[-1].resolve() == path.resolve(), (
+                f"{path}: its documented command does not end with it"
+            )
+            printed = _printed(config_args(stack), capsys)
     elif kind == "overlay":
         printed = _printed(["-c", str(REPO / "experiments" / "quickstart.yaml"), "-c", str(path)], capsys)
     else:
