@@ -79,6 +79,10 @@ def test_smoke_ablation_runs_and_resumes(tmp_path, monkeypatch):
     assert main_ablate(["-c", str(grid_file), "--report-only"]) == 0
     md = (out / "results.md").read_text()
     assert "| similarity | 2 (2 SE) | - | " in md and "| lsr | 1 (2 SE) | - | " in md
+    # another row as the baseline: its own report folder, the grid's report untouched
+    assert main_ablate(["-c", str(grid_file), "--report-only", "--baseline", "similarity"]) == 0
+    assert "Difference from `similarity`" in (out / "vs_similarity" / "results.md").read_text()
+    assert "Difference from `frozen`" in (out / "results.md").read_text()
 
 
 def test_grid_errors_name_the_field(tmp_path):
@@ -173,3 +177,10 @@ def test_seeds_and_only_restrict_what_runs(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main_ablate(["-c", str(grid_file), "--seeds", "7"])
     assert "--seeds: [7] are not seeds of the grid; it has [0, 1, 2]" in capsys.readouterr().err
+    for argv, message in (
+        (["--baseline", "lsr"], "--baseline goes with --report-only"),
+        (["--report-only", "--baseline", "nope"], "--baseline: 'nope' is not a row of the grid"),
+    ):
+        with pytest.raises(SystemExit):
+            main_ablate(["-c", str(grid_file), *argv])
+        assert message in capsys.readouterr().err

@@ -27,6 +27,12 @@ def main(argv: list[str]) -> int:
         action="store_true",
         help="run nothing: write results.md/.csv/.json/.png from the runs finished so far",
     )
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="with --report-only: compare every row with this one instead of the grid's baseline "
+        "(written to OUT_DIR/vs_ROW/, next to the grid's own report)",
+    )
     args = parser.parse_args(argv)
 
     from joint_rag.ablation import finished, finished_questions, load_grid, run_one
@@ -36,6 +42,12 @@ def main(argv: list[str]) -> int:
     unknown = sorted(set(args.only or []) - set(grid.variants))
     if unknown:
         fail(PROG, f"--only: unknown variants {unknown}; the grid has {list(grid.variants)}")
+    if args.baseline is not None and not args.report_only:
+        fail(
+            PROG, "--baseline goes with --report-only (a grid's runs are compared with its own baseline row)"
+        )
+    if args.baseline is not None and args.baseline not in grid.variants:
+        fail(PROG, f"--baseline: {args.baseline!r} is not a row of the grid; rows: {list(grid.variants)}")
     foreign = sorted(set(args.seeds or []) - set(grid.seeds))
     if foreign:
         fail(PROG, f"--seeds: {foreign} are not seeds of the grid; it has {grid.seeds}")
@@ -55,8 +67,9 @@ def main(argv: list[str]) -> int:
             results[(variant, seed)] = run_one(grid, variant, seed)
         wall = time.perf_counter() - t0
     base = " + ".join(map(str, grid.bases))
+    baseline = args.baseline or grid.baseline
     path = write_results(
-        grid.out_dir,
+        grid.out_dir if args.baseline is None else grid.out_dir / f"vs_{baseline}",
         str(grid.path),
         base,
         list(grid.variants),
@@ -64,7 +77,7 @@ def main(argv: list[str]) -> int:
         results,
         wall,
         questions=finished_questions(grid),
-        baseline=grid.baseline,
+        baseline=baseline,
     )
     print(path.read_text())
     return 0
