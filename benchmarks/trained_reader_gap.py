@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import random
 import time
 from pathlib import Path
 
@@ -45,7 +44,7 @@ def main() -> None:
 
     from joint_rag.commands.gap import machine, table
     from joint_rag.config import build, override
-    from joint_rag.gap import usefulness_gap
+    from joint_rag.gap import sample_questions, usefulness_gap
 
     started = time.perf_counter()
     cli = build(
@@ -65,10 +64,7 @@ def main() -> None:
             f"{args.ckpt}: generator keys do not match: missing {missing[:3]}, unexpected {unexpected[:3]}"
         )
     data = cli.datamodule.source.load()
-    examples = data.val
-    if len(examples) > args.questions:  # the sample of `jrag gap --questions N --seed S`
-        picked = sorted(random.Random(args.seed).sample(range(len(examples)), args.questions))
-        examples = [examples[i] for i in picked]
+    examples = sample_questions(data.val, args.questions, args.seed)  # as jrag gap samples
     system.attach_corpus(data.corpus)
     result = usefulness_gap(system, examples, num_candidates=args.candidates, seed=args.seed)
     result = {

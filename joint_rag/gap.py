@@ -184,6 +184,17 @@ def aggregate(records: list[dict], resamples: int = 1000, seed: int = 0) -> dict
     }
 
 
+def sample_questions(examples: Sequence[Example], n: int, seed: int) -> list[Example]:
+    """At most ``n`` examples, a seeded sample kept in split order (``jrag gap --questions N
+    --seed S``)."""
+    examples = list(examples)
+    if len(examples) <= n:
+        return examples
+    import random
+
+    return [examples[i] for i in sorted(random.Random(seed).sample(range(len(examples)), n))]
+
+
 # ---------------------------------------------------------------------- the system's scores
 def check_inputs(system: RAGSystem, examples: Sequence[Example], num_candidates: int, k: int) -> None:
     """ValueError (one line) for what the diagnostic cannot run on."""

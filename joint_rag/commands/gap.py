@@ -77,17 +77,13 @@ def main(argv: list[str]) -> int:
     started = time.perf_counter()
 
     from joint_rag.atomic import write_json
-    from joint_rag.gap import usefulness_gap
+    from joint_rag.gap import sample_questions, usefulness_gap
 
     system, data = _system_and_data(args)
     examples = getattr(data, args.split)
     if not examples:
         fail(PROG, f"the {args.split} split has no questions")
-    if len(examples) > args.questions:
-        import random
-
-        picked = sorted(random.Random(args.seed).sample(range(len(examples)), args.questions))
-        examples = [examples[i] for i in picked]
+    examples = sample_questions(examples, args.questions, args.seed)
     system.attach_corpus(data.corpus)
     try:
         result = usefulness_gap(

@@ -42,6 +42,11 @@ class CombinedObjective(nn.Module):
         return frozenset(out)
 
     @property
+    def label_readers(self) -> list[str]:
+        """Names of the weighted objectives that read the gold passage ids (``reads_labels``)."""
+        return [n for n, obj in self.objectives.items() if self.weights[n] != 0.0 and obj.reads_labels]
+
+    @property
     def answer_trains_retriever(self) -> bool:
         """False when every weighted answer-NLL objective opts out of the retriever gradient
         (``EndToEnd(retriever_gradient=False)``): the module then selects on detached scores."""

@@ -176,7 +176,7 @@ class JointRAGModule(pl.LightningModule):
         self.include_gold = include_gold
         self.relevance_labels = relevance_labels
         if not relevance_labels:
-            readers = [name for name, obj in self.objective.objectives.items() if obj.reads_labels]
+            readers = self.objective.label_readers
             if readers:
                 raise ValueError(
                     f"model.relevance_labels is false but objectives {readers} read the gold passage ids; "
