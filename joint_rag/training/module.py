@@ -35,6 +35,7 @@ from joint_rag.system import RAGSystem, eval_mode, with_instructions
 from joint_rag.training.guard import divergence_error, few, nonfinite
 from joint_rag.training.metrics import AnswerMetrics, RetrievalMetrics, answer_scores, f1_score
 from joint_rag.training.modes import train_trainable_parts
+from joint_rag.training.reader_cache import ReaderCache
 from joint_rag.training.state import restore_system_state, rng_state, set_rng_state, system_state
 
 #: the checkpoint key of what ``training/state.py`` describes (RNG states, index, corpus memory)
@@ -96,6 +97,11 @@ class JointRAGModule(pl.LightningModule):
             (``RAGSystem``); turn off for large corpora.
         shard_index: under DDP each rank encodes and holds 1/W of the corpus, searches are
             collective (``retrieval/sharded.py``); false: every rank holds the whole index.
+        reader_cache: path of an SQLite file caching the frozen text-mode generator's answer
+            log-probabilities per prompt (``training/reader_cache.py``): the per-passage
+            signals and Reinforce's "loglik" reward are read from it, so the seeds and
+            objectives of a grid read each (question, passage) once. None: no cache. Refused
+            unless the generator is frozen and reads text.
 
     Set by ``IndexRefresh(mode="rerank")``: ``rerank_depth`` (C' > C): training candidates are
     the best C of the stale index's top C' by the current encoders.
@@ -132,6 +138,7 @@ class JointRAGModule(pl.LightningModule):
         index_params: dict | None = None,
         cache_corpus_memory: bool = True,
         shard_index: bool = True,
+        reader_cache: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -175,6 +182,9 @@ class JointRAGModule(pl.LightningModule):
         self.candidate_source = candidate_source
         self.include_gold = include_gold
         self.relevance_labels = relevance_labels
+        if reader_cache is not None:
+            ReaderCache.check_reader(generator)
+        self.reader_cache_path = reader_cache
         if not relevance_labels:
             readers = self.objective.label_readers
             if readers:
@@ -251,6 +261,10 @@ class JointRAGModule(pl.LightningModule):
         if not bool(torch.isfinite(total)):
             self._diverged(f"non-finite loss {float(total.detach())}", terms)
         self.log("train/loss", total, prog_bar=True, batch_size=B)
+        cache = self.__dict__.get("_reader_cache")
+        if cache is not None:  # cumulative rows read from the cache / computed, this process
+            self.log("train/reader_cache_hits", float(cache.hits), batch_size=B)
+            self.log("train/reader_cache_misses", float(cache.misses), batch_size=B)
         for name, value in terms.items():
             self.log(f"train/{name}", value, batch_size=B)
         index = self.system.index
@@ -400,8 +414,13 @@ class JointRAGModule(pl.LightningModule):
                 ]
             }
         queries, instructions = rep(batch.queries), rep(batch.instructions)
+        cache = self._reader()
         with eval_mode(generator):
-            if metric == "loglik":
+            if metric == "loglik" and cache is not None:
+                reward = -cache.read(
+                    generator, queries, rep(batch.answers), reading["passages"], instructions
+                ).nll
+            elif metric == "loglik":
                 gen = generator(queries, rep(batch.answers), instructions=instructions, **reading)
                 reward = -gen.nll  # (B*G,)
             elif metric == "f1":
@@ -442,6 +461,15 @@ class JointRAGModule(pl.LightningModule):
             q_ret = queries(with_instructions(batch.queries, batch.instructions), need_memory=False).retrieval
         return score(q_ret, p_ret[cand_rows], self.system.similarity)  # (B, C)
 
+    def _reader(self) -> ReaderCache | None:
+        """The ``reader_cache`` file, opened on first use (None when not configured)."""
+        if self.reader_cache_path is None:
+            return None
+        cache = self.__dict__.get("_reader_cache")
+        if cache is None:
+            cache = self.__dict__["_reader_cache"] = ReaderCache(self.reader_cache_path)
+        return cache
+
     def _selected_texts(self, cand_ids: list[list[str]], selected: Tensor) -> list[list[str]]:
         return [
             self.system.texts_of([cand_ids[b][c] for c in row]) for b, row in enumerate(selected.tolist())
@@ -459,6 +487,11 @@ class JointRAGModule(pl.LightningModule):
                 rep(batch.queries), rep(batch.answers), memory=single, instructions=rep(batch.instructions)
             )
         texts = [[t] for row in self._selected_texts(cand_ids, selected) for t in row]
+        cache = self._reader()
+        if cache is not None:
+            return cache.read(
+                generator, rep(batch.queries), rep(batch.answers), texts, rep(batch.instructions)
+            )
         return generator(
             rep(batch.queries), rep(batch.answers), passages=texts, instructions=rep(batch.instructions)
         )
