@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+from followir_fixture import write_followir
 from smoke_fit import fit_smoke  # (tests/ is on sys.path under pytest)
 
 from joint_rag.cli import main
@@ -16,6 +17,7 @@ from joint_rag.export import export_checkpoint
 from joint_rag.instructions import (
     InstructionPair,
     evaluate_instruction_following,
+    judged_ndcg,
     p_mrr_change,
     query_p_mrr,
     read_instruction_pairs,
@@ -142,6 +144,20 @@ def test_jrag_follow_on_an_export(tmp_path, capsys):
     assert -1 < result["p_mrr"] < 1 and result["queries"] >= 1
     assert result["moved_down"] + result["moved_up"] + result["unchanged"] == result["changed_passages"]
     assert "per_query" not in json.loads(capsys.readouterr().out)
+    assert 0 <= result["ndcg@10_og"] <= 1 and 0 <= result["ndcg@10_new"] <= 1  # synthetic pairs are judged
+
+    # a FollowIR folder brings its own corpus; per-query lines; undefined figures are null
+    folder = write_followir(tmp_path / "followir")
+    per_query = tmp_path / "per_query.jsonl"
+    assert (
+        main(["follow", "--model", str(export), "--followir", str(folder), "--per-query", str(per_query)])
+        == 0
+    )
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["queries"] == 1 and shown["ndcg_queries_og"] == 2 and shown["pairs"].endswith("(test)")
+    lines = [json.loads(line) for line in per_query.read_text().splitlines()]
+    assert [r["query_id"] for r in lines] == ["q1", "q2"] and lines[1]["p_mrr"] is None
+    assert lines[0]["changed"] == 2 and 0 <= lines[0]["ndcg@10_new"] <= 1
 
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(
@@ -151,6 +167,13 @@ def test_jrag_follow_on_an_export(tmp_path, capsys):
         main(["follow", "--model", str(export), "--pairs", str(pairs)])
     assert exit_info.value.code == 2
     assert "not in the export's corpus, e.g. 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the same pairs over the FollowIR folder's corpus
+        main(["follow", "--model", str(export), "--pairs", str(pairs), "--corpus", str(folder)])
+    assert "not in the corpus of " in capsys.readouterr().err
+    (folder / "queries.jsonl").write_text("{broken\n")
+    with pytest.raises(SystemExit):
+        main(["follow", "--model", str(export), "--followir", str(folder)])
+    assert "queries.jsonl:1: malformed JSON line" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["follow", "--model", str(tmp_path / "none"), "--synthetic"])
     assert "no such folder" in capsys.readouterr().err
@@ -215,3 +238,139 @@ def test_validation_logs_p_mrr_with_instruction_pairs(tmp_path):
     direct = cli.model.system.instruction_following(cli.datamodule.data.instruction_pairs)
     assert direct["p_mrr"] == pytest.approx(metrics["val/p_mrr"], abs=1e-6)
     assert direct["changed_passages"] > 0
+
+
+def test_judged_ndcg_follows_trec_eval():
+    grades = {"a": 2.0, "b": 1.0, "z": 0.0}
+    assert judged_ndcg(["a", "b", "c"], grades) == pytest.approx(1.0)
+    # b first, a second: (1 + 2/log2 3) / (2 + 1/log2 3)
+    expected = (1 + 2 / math.log2(3)) / (2 + 1 / math.log2(3))
+    assert judged_ndcg(["b", "a"], grades) == pytest.approx(expected)
+    # the ideal ranking counts judged passages the ranking never returned
+    assert judged_ndcg(["a"], grades) == pytest.approx(2 / (2 + 1 / math.log2(3)))
+    assert judged_ndcg(["c", "a"], grades, k=1) == 0.0
+    assert math.isnan(judged_ndcg(["a"], {"a": 0.0}))
+
+
+def test_evaluation_reports_ndcg_on_each_side_query_rewrites_and_candidates():
+    pairs = [
+        InstructionPair(
+            "q1",
+            "who plays?",
+            "",
+            "",
+            ("p1",),
+            query_new="who plays in Porto?",
+            relevant_og={"p1": 1.0, "p2": 1.0},
+            relevant_new={"p2": 1.0},
+        ),
+        InstructionPair("q2", "where?", "all", "only y", ("p3",), candidates=("p3", "p4", "p6")),
+    ]
+    seen = []
+
+    def rank(queries, instructions):
+        seen.append((queries, instructions))
+        if queries[0] == "who plays in Porto?":  # the changed side
+            return [["p2", "p3", "p4", "p5", "p6", "p1"], ["p4", "p5", "p6", "p1", "p2", "p3"]]
+        return [["p1", "p2", "p3", "p4", "p5", "p6"], ["p3", "p1", "p2", "p4", "p5", "p6"]]
+
+    result = evaluate_instruction_following(rank, pairs)
+    assert seen == [
+        (["who plays?", "where?"], [None, "all"]),
+        (["who plays in Porto?", "where?"], [None, "only y"]),
+    ]
+    assert result["ndcg@10_og"] == pytest.approx(1.0) and result["ndcg@10_new"] == pytest.approx(1.0)
+    assert (result["ndcg_queries_og"], result["ndcg_queries_new"]) == (1, 1)
+    q1, q2 = result["records"]
+    assert q1["p_mrr"] == pytest.approx(1 - 1 / 6) and q1["moved_down"] == 1
+    # q2 ranks only its candidates: p3 goes from 1st to 3rd of (p3, p4, p6)
+    assert q2["p_mrr"] == pytest.approx(1 - 1 / 3) and math.isnan(q2["ndcg@10_og"])
+
+
+def test_pairs_of_two_queries_and_judgements_from_jsonl(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    rows = [
+        {
+            "query_og": "who plays?",
+            "query_new": "who plays in Porto?",
+            "relevant_og": ["p1", "p2"],
+            "relevant_new": ["p2"],
+        },
+        {
+            "query": "q",
+            "instruction_og": "a",
+            "instruction_changed": "b",
+            "relevant_og": {"p1": 2, "p3": 1},
+            "relevant_new": {"p1": 0, "p3": 1},
+            "candidates": ["p1", "p3"],
+            "query_id": "graded",
+        },
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    first, second = read_instruction_pairs(path)
+    assert (first.query, first.query_new, first.instruction_og, first.instruction_new) == (
+        "who plays?",
+        "who plays in Porto?",
+        "",
+        "",
+    )
+    assert first.changed == ("p1",) and first.relevant_new == {"p2": 1.0}
+    assert second.changed == ("p1",) and second.relevant_og == {"p1": 2.0, "p3": 1.0}
+    assert second.instruction_new == "b" and second.candidates == ("p1", "p3")
+    bad = [
+        (
+            {"query": "q", "instruction_og": "a", "instruction_new": "b", "relevant_og": ["p1"]},
+            "give both 'relevant_og' and 'relevant_new'",
+        ),
+        (
+            {
+                "query": "q",
+                "instruction_og": "a",
+                "instruction_new": "b",
+                "relevant_og": ["p1"],
+                "relevant_new": ["p1"],
+            },
+            "field 'changed' must be a non-empty list",
+        ),
+        (
+            {
+                "query": "q",
+                "instruction_og": "a",
+                "instruction_new": "b",
+                "changed": ["p9"],
+                "relevant_og": ["p1"],
+                "relevant_new": [],
+            },
+            "changed passage 'p9' is not relevant in 'relevant_og'",
+        ),
+        (
+            {
+                "query": "q",
+                "instruction_og": "a",
+                "instruction_new": "b",
+                "changed": ["p1"],
+                "candidates": ["p2"],
+            },
+            "changed passage 'p1' is not among 'candidates'",
+        ),
+        (
+            {
+                "query": "q",
+                "instruction_og": "a",
+                "instruction_new": "b",
+                "relevant_og": {"p1": "high"},
+                "relevant_new": {},
+            },
+            "field 'relevant_og': the grade of 'p1' is not a number",
+        ),
+        ({"query": "q", "instruction_og": "a", "changed": ["p1"]}, "missing field 'instruction_new'"),
+    ]
+    for rec, pattern in bad:
+        path.write_text(json.dumps(rec) + "\n")
+        with pytest.raises(
+            DataError, match=r"pairs\.jsonl:1: " + pattern.replace("(", r"\(").replace(")", r"\)")
+        ):
+            read_instruction_pairs(path)
+    path.write_text("".join(json.dumps({**rows[1], "query_id": "same"}) + "\n" for _ in range(2)))
+    with pytest.raises(DataError, match=r"pairs\.jsonl:2: duplicate query_id 'same' \(first on line 1\)"):
+        read_instruction_pairs(path)

@@ -169,7 +169,8 @@ class SquadSource(_FileSource):
 
     Args:
         path: the JSON file (`data[].title`, `data[].paragraphs[].context`,
-            `data[].paragraphs[].qas[].{id, question, answers[].text}`).
+            `data[].paragraphs[].qas[].{id, question, answers[].text}`; an optional
+            `qas[].instruction` is the question's `Example.instruction`).
         val_fraction: fraction of questions (whole articles) for validation.
         test_fraction: fraction of questions (whole articles) for test.
         seed: split and subsampling seed.
@@ -205,6 +206,7 @@ class SquadSource(_FileSource):
                             query=get_field(qa, "question", qwhere),
                             answers=_dedupe(texts),
                             gold_passage_ids=[pid],
+                            instruction=get_field(qa, "instruction", qwhere, optional=True),
                             example_id=get_field(qa, "id", qwhere),
                             meta={"where": qwhere},
                         )
@@ -245,6 +247,61 @@ def _qrels_format(line: str) -> str:
     return "trec" if len(words) == 4 and len(tabs) != 3 and _is_number(words[3]) else "beir"
 
 
+def read_qrels_grades(path: Path, corpus: Corpus, queries) -> dict[str, dict[str, float]]:
+    """Graded judgements of a qrels file, BEIR (header, then ``query-id<TAB>corpus-id<TAB>score``)
+    or TREC (``qid iter docid rel``): query id -> passage id -> grade, queries in order of first
+    appearance. Every query id must be in ``queries`` and every passage id in ``corpus``; errors
+    name the file and line."""
+    grades: dict[str, dict[str, float]] = {}
+    judged_on: dict[tuple[str, str], int] = {}
+    fmt: str | None = None
+    first = 0
+    for lineno, line in read_lines(path):
+        if not line.strip():
+            continue
+        if fmt is None:
+            if lineno == 1 and _qrels_header(line):
+                continue  # the header line, whatever its column names
+            fmt, first = _qrels_format(line), lineno
+        if fmt == "trec":
+            cols = line.split()
+            if len(cols) != 4:
+                raise DataError(
+                    f"{path}:{lineno}: expected 4 whitespace-separated columns (query id, iteration, "
+                    f"passage id, relevance), got {len(cols)}; line {first} made this a "
+                    f"{QRELS_FORMATS['trec']} file: do not mix formats"
+                )
+            qid, pid, score_text = cols[0], cols[2], cols[3]
+        else:
+            cols = line.split("\t")
+            if len(cols) < 3:
+                raise DataError(
+                    f"{path}:{lineno}: expected 3 tab-separated columns (query id, passage id, score), "
+                    f"got {len(cols)} (formats read: {QRELS_FORMATS['beir']} or {QRELS_FORMATS['trec']})"
+                )
+            qid, pid, score_text = cols[0].strip(), cols[1].strip(), cols[2].strip()
+        try:
+            score = float(score_text)
+        except ValueError:
+            raise DataError(
+                f"{path}:{lineno}: score {score_text!r} is not a number "
+                f"(read as {QRELS_FORMATS[fmt]}, from line {first})"
+            ) from None
+        if qid not in queries:
+            raise DataError(f"{path}:{lineno}: query id {qid!r} is not in queries.jsonl")
+        if pid not in corpus:
+            raise DataError(f"{path}:{lineno}: passage id {pid!r} is not in corpus.jsonl")
+        judged = grades.setdefault(qid, {})
+        if pid in judged and judged[pid] != score:
+            raise DataError(
+                f"{path}:{lineno}: query {qid!r} and passage {pid!r} are judged {score_text} here "
+                f"but {judged[pid]:g} on line {judged_on[qid, pid]}; keep one judgement"
+            )
+        judged.setdefault(pid, score)
+        judged_on.setdefault((qid, pid), lineno)
+    return grades
+
+
 class BeirSource(_SplitSource):
     """A BEIR dataset folder: `corpus.jsonl`, `queries.jsonl`, `qrels/{split}.tsv`.
 
@@ -255,8 +312,9 @@ class BeirSource(_SplitSource):
     passages with grade > 0 (grade >= 1 for integer grades) are the gold passages; nDCG uses the
     grades. A query whose judgements are all 0 has nothing to learn or evaluate and is left out.
     Records name their id `_id` (or `id`). Answers come from the query's `metadata.answers`
-    when present (MS MARCO), else `answers=[]` (retrieval only). Every passage's group is its
-    own id.
+    when present (MS MARCO), else `answers=[]` (retrieval only). A query's optional
+    `instruction` field is its `Example.instruction` (what counts as relevant; prepended to the
+    query by the retriever). Every passage's group is its own id.
 
     If `qrels/{train_split}.tsv` exists, train comes from it and the eval split's queries are
     divided by group into val (`val_fraction` of them) and test (the rest; `val_fraction=0`
@@ -348,6 +406,9 @@ class BeirSource(_SplitSource):
             if not all(isinstance(a, str) for a in answers):
                 raise DataError(f"{where}: field 'metadata.answers' should be a list of strings")
             text = get_field(rec, "text", where)
+            instruction = get_field(rec, "instruction", where, optional=True)
+            if instruction is not None:  # what counts as relevant for this query (Example.instruction)
+                meta = {**meta, "instruction": instruction}
             queries[qid], lines[qid] = (text, _dedupe(answers), {**meta, "where": where}), lineno
         return queries
 
@@ -358,65 +419,20 @@ class BeirSource(_SplitSource):
             "a BEIR qrels file (header, then query-id<TAB>corpus-id<TAB>score) or TREC qrels "
             "(query-id iteration corpus-id relevance)",
         )
-        grades: dict[str, dict[str, float]] = {}
-        judged_on: dict[tuple[str, str], int] = {}
-        fmt: str | None = None
-        first = 0
-        for lineno, line in read_lines(path):
-            if not line.strip():
-                continue
-            if fmt is None:
-                if lineno == 1 and _qrels_header(line):
-                    continue  # the header line, whatever its column names
-                fmt, first = _qrels_format(line), lineno
-            if fmt == "trec":
-                cols = line.split()
-                if len(cols) != 4:
-                    raise DataError(
-                        f"{path}:{lineno}: expected 4 whitespace-separated columns (query id, iteration, "
-                        f"passage id, relevance), got {len(cols)}; line {first} made this a "
-                        f"{QRELS_FORMATS['trec']} file: do not mix formats"
-                    )
-                qid, pid, score_text = cols[0], cols[2], cols[3]
-            else:
-                cols = line.split("\t")
-                if len(cols) < 3:
-                    raise DataError(
-                        f"{path}:{lineno}: expected 3 tab-separated columns (query id, passage id, score), "
-                        f"got {len(cols)} (formats read: {QRELS_FORMATS['beir']} or {QRELS_FORMATS['trec']})"
-                    )
-                qid, pid, score_text = cols[0].strip(), cols[1].strip(), cols[2].strip()
-            try:
-                score = float(score_text)
-            except ValueError:
-                raise DataError(
-                    f"{path}:{lineno}: score {score_text!r} is not a number "
-                    f"(read as {QRELS_FORMATS[fmt]}, from line {first})"
-                ) from None
-            if qid not in queries:
-                raise DataError(f"{path}:{lineno}: query id {qid!r} is not in queries.jsonl")
-            if pid not in corpus:
-                raise DataError(f"{path}:{lineno}: passage id {pid!r} is not in corpus.jsonl")
-            judged = grades.setdefault(qid, {})
-            if pid in judged and judged[pid] != score:
-                raise DataError(
-                    f"{path}:{lineno}: query {qid!r} and passage {pid!r} are judged {score_text} here "
-                    f"but {judged[pid]:g} on line {judged_on[qid, pid]}; keep one judgement"
-                )
-            judged.setdefault(pid, score)
-            judged_on.setdefault((qid, pid), lineno)
+        grades = read_qrels_grades(path, corpus, queries)
         examples = []
         for qid, judged in grades.items():
             gold = [pid for pid, grade in judged.items() if grade > 0]
             if not gold:
                 continue  # only non-relevant judgements: nothing to learn or evaluate
             text, answers, meta = queries[qid]
-            extra = {k: v for k, v in meta.items() if k != "answers"}
+            extra = {k: v for k, v in meta.items() if k not in ("answers", "instruction")}
             examples.append(
                 Example(
                     text,
                     list(answers),
                     gold,
+                    instruction=meta.get("instruction"),
                     example_id=qid,
                     meta={"split": split, **extra},
                     grades=dict(judged),

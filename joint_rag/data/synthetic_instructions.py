@@ -42,7 +42,8 @@ def town_instruction_pairs(kb: KnowledgeBase, towns: list[str], rng: random.Rand
     """FollowIR-style pairs, one per town (in the given order) where at least two people were
     born and not all keep the same pet: query "Who was born in {town}?"; original instruction:
     every person born there is relevant; changed instruction: only those who keep one of their
-    pets (chosen with ``rng``); ``changed`` = the people born there with another pet."""
+    pets (chosen with ``rng``); ``changed`` = the people born there with another pet. The
+    judgements (grade 1) are everyone born there (original) and those who keep the pet (changed)."""
     pairs = []
     for town, people in _people_by_town(kb, towns).items():
         pets = sorted({p.pet for p in people})
@@ -56,6 +57,8 @@ def town_instruction_pairs(kb: KnowledgeBase, towns: list[str], rng: random.Rand
                 instruction_og=f"Any person born in {town} is relevant.",
                 instruction_new=_pet_instruction(town, pet),
                 changed=tuple(p.entity_id for p in people if p.pet != pet),
+                relevant_og={p.entity_id: 1.0 for p in people},
+                relevant_new={p.entity_id: 1.0 for p in people if p.pet == pet},
             )
         )
     return pairs

@@ -146,10 +146,17 @@ class InstructionPair:
 
     Attributes:
         query_id: an id for reports.
-        query: the query text.
-        instruction_og: the original instruction.
-        instruction_new: the changed instruction.
+        query: the query text (the original query of a pair of two full queries).
+        instruction_og: the original instruction ("" for none).
+        instruction_new: the changed instruction ("" for none).
         changed: passage ids relevant under ``instruction_og`` and not under ``instruction_new``.
+        query_new: the changed side's query, for datasets that rewrite the query instead of
+            appending an instruction (``query_og`` / ``query_new``); None: the same query.
+        relevant_og: graded judgements under the original instruction (passage id -> grade;
+            grade > 0 is relevant), for nDCG@10 under it; None: not judged.
+        relevant_new: the same under the changed instruction (FollowIR's ``qrels_changed``).
+        candidates: rank only these passages (FollowIR's ``top_ranked``, a reranking task);
+            None: the whole corpus.
     """
 
     query_id: str
@@ -157,6 +164,10 @@ class InstructionPair:
     instruction_og: str
     instruction_new: str
     changed: tuple[str, ...]
+    query_new: str | None = None
+    relevant_og: dict[str, float] | None = None
+    relevant_new: dict[str, float] | None = None
+    candidates: tuple[str, ...] | None = None
 
 
 @dataclass

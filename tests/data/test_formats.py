@@ -249,3 +249,17 @@ def test_hotpotqa_errors(tmp_path):
     path.write_text(json.dumps(_columnar(1)) + "\n{oops\n")
     with pytest.raises(DataError, match=r"h\.jsonl:2: malformed JSON line"):
         HotpotQASource(path).load()
+
+
+def test_beir_and_squad_read_an_instruction_field(tmp_path):
+    queries = [{"_id": f"q{i}", "text": f"query {i}"} for i in range(6)]
+    queries[1]["instruction"] = "Only passages about oboes are relevant."
+    data = BeirSource(_beir(tmp_path, queries=queries), val_fraction=0.0).load()
+    by_id = {ex.example_id: ex for ex in data.train}
+    assert by_id["q1"].instruction == "Only passages about oboes are relevant."
+    assert by_id["q0"].instruction is None and "instruction" not in by_id["q1"].meta
+    article = _article("A")
+    article["paragraphs"][0]["qas"].append({**article["paragraphs"][0]["qas"][0], "id": "q2"})
+    article["paragraphs"][0]["qas"][0]["instruction"] = "Answer in French."
+    _, examples = SquadSource(_squad(tmp_path / "s.json", [article])).read()
+    assert [ex.instruction for ex in examples] == ["Answer in French.", None]
