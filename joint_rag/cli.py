@@ -35,6 +35,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "answer": ("joint_rag.commands.answer:main", "answer questions with an exported model"),
     "follow": ("joint_rag.commands.follow:main", "instruction following (p-MRR) of an exported retriever"),
+    "pairs": (
+        "joint_rag.commands.pairs:main",
+        "write instruction pairs over a BEIR folder (exclude/require a term)",
+    ),
     "gap": (
         "joint_rag.commands.gap:main",
         "usefulness gap: similarity vs the generator's per-passage answer likelihood",
