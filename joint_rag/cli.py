@@ -39,6 +39,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "joint_rag.commands.pairs:main",
         "write instruction pairs over a BEIR folder (exclude/require a term)",
     ),
+    "synthesize": (
+        "joint_rag.commands.synthesize:main",
+        "synthetic queries and instructions from a domain description (an LM writes them)",
+    ),
     "gap": (
         "joint_rag.commands.gap:main",
         "usefulness gap: similarity vs the generator's per-passage answer likelihood",

@@ -238,6 +238,10 @@ def test_validation_logs_p_mrr_with_instruction_pairs(tmp_path):
     direct = cli.model.system.instruction_following(cli.datamodule.data.instruction_pairs)
     assert direct["p_mrr"] == pytest.approx(metrics["val/p_mrr"], abs=1e-6)
     assert direct["changed_passages"] > 0
+    for side in ("og", "new"):  # the synthetic pairs are judged: nDCG@10 under each instruction
+        assert metrics[f"val/instruction_ndcg@10_{side}"] == pytest.approx(
+            direct[f"ndcg@10_{side}"], abs=1e-6
+        )
 
 
 def test_judged_ndcg_follows_trec_eval():

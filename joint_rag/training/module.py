@@ -611,7 +611,11 @@ class JointRAGModule(pl.LightningModule):
         pairs = self._instruction_pairs()
         if pairs:
             with eval_mode(self.system):
-                self.log(f"{split}/p_mrr", self.system.instruction_following(pairs)["p_mrr"])
+                following = self.system.instruction_following(pairs)
+            self.log(f"{split}/p_mrr", following["p_mrr"])
+            for side in ("og", "new"):  # FollowIR's nDCG@10 under each instruction, where judged
+                if following[f"ndcg_queries_{side}"]:
+                    self.log(f"{split}/instruction_ndcg@10_{side}", following[f"ndcg@10_{side}"])
 
     def _instruction_pairs(self) -> list:
         """The datamodule's held-out instruction pairs (``RAGData.instruction_pairs``), if any."""
