@@ -44,6 +44,7 @@ from joint_rag.data.types import InstructionPair
 __all__ = [
     "InstructionPair",
     "evaluate_instruction_following",
+    "family_p_mrr",
     "judged_ndcg",
     "newly_irrelevant",
     "p_mrr_change",
@@ -129,8 +130,9 @@ def evaluate_instruction_following(rank: Ranker, pairs: Sequence[InstructionPair
         ``queries``, ``changed_passages``, ``moved_down`` / ``moved_up`` / ``unchanged`` passage
         counts; ``ndcg@k_og`` / ``ndcg@k_new`` (means over the pairs judged on that side with a
         relevant passage; nan when none is) and ``ndcg_queries_og`` / ``ndcg_queries_new``;
-        ``records``: one dict per pair (query_id, p_mrr, ndcg@k_og, ndcg@k_new, changed,
-        moved_down, moved_up, unchanged; nan where undefined).
+        ``records``: one dict per pair (query_id, family, p_mrr, ndcg@k_og, ndcg@k_new, changed,
+        moved_down, moved_up, unchanged; nan where undefined); ``per_family``: family -> mean
+        p-MRR and query count, for pairs that name a family.
     """
     if not pairs:
         raise ValueError("no instruction pairs to evaluate")
@@ -154,6 +156,7 @@ def evaluate_instruction_following(rank: Ranker, pairs: Sequence[InstructionPair
         records.append(
             {
                 "query_id": pair.query_id,
+                "family": pair.family,
                 "p_mrr": per_query[pair.query_id],
                 og_key: nan
                 if pair.relevant_og is None
@@ -182,6 +185,11 @@ def evaluate_instruction_following(rank: Ranker, pairs: Sequence[InstructionPair
         new_key: _mean([r[new_key] for r in records]),
         "ndcg_queries_og": sum(not math.isnan(r[og_key]) for r in records),
         "ndcg_queries_new": sum(not math.isnan(r[new_key]) for r in records),
+        "per_family": {
+            family: {"p_mrr": _mean(scores), "queries": sum(not math.isnan(s) for s in scores)}
+            for family in dict.fromkeys(r["family"] for r in records if r["family"] is not None)
+            for scores in [[r["p_mrr"] for r in records if r["family"] == family]]
+        },
         "records": records,
     }
 
@@ -214,6 +222,21 @@ def _judgements(rec: dict, name: str, where: str) -> dict[str, float] | None:
     if bad:
         raise DataError(f"{where}: field {name!r}: the grade of {bad[0]!r} is not a number")
     return {str(k): float(g) for k, g in value.items()}
+
+
+def family_p_mrr(result: dict, seen: Sequence[str]) -> dict[str, float]:
+    """``p_mrr/{family}`` per family, and ``p_mrr_seen`` / ``p_mrr_unseen`` (mean over the
+    queries of the families in / not in ``seen``), from ``evaluate_instruction_following``'s
+    result; empty when its pairs name no family. Undefined means are left out."""
+    records = [r for r in result["records"] if r["family"] is not None and not math.isnan(r["p_mrr"])]
+    if not records:
+        return {}
+    out = {f"p_mrr/{family}": v["p_mrr"] for family, v in result["per_family"].items() if v["queries"]}
+    for name, keep in (("p_mrr_seen", True), ("p_mrr_unseen", False)):
+        scores = [r["p_mrr"] for r in records if (r["family"] in seen) == keep]
+        if scores and seen:
+            out[name] = statistics.fmean(scores)
+    return out
 
 
 def read_instruction_pairs(path: str | Path) -> list[InstructionPair]:

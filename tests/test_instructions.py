@@ -378,3 +378,88 @@ def test_pairs_of_two_queries_and_judgements_from_jsonl(tmp_path):
     path.write_text("".join(json.dumps({**rows[1], "query_id": "same"}) + "\n" for _ in range(2)))
     with pytest.raises(DataError, match=r"pairs\.jsonl:2: duplicate query_id 'same' \(first on line 1\)"):
         read_instruction_pairs(path)
+
+
+def test_instruction_families_filter_the_stated_fact():
+    from joint_rag.data.synthetic_instructions import (
+        FAMILIES,
+        town_instruction_examples,
+        town_instruction_pairs,
+    )
+
+    kb = build_knowledge_base(120, seed=1)
+    people = {p.entity_id: p for p in kb.people}
+    towns = sorted({p.hometown for p in kb.people})
+    pairs = town_instruction_pairs(kb, towns, __import__("random").Random(0), list(FAMILIES))
+    assert {p.family for p in pairs} == set(FAMILIES)
+    orgs = {o.entity_id: o.name for o in kb.organisations}
+    for pair in pairs:
+        kept = {pid for pid, g in pair.relevant_new.items() if g > 0}
+        assert kept and set(pair.changed) and kept | set(pair.changed) == set(pair.relevant_og)
+        text = pair.instruction_new
+        for pid in pair.relevant_og:
+            p = people[pid]
+            holds = {
+                "pet": f" {p.pet} as a pet" in text,
+                "employer": orgs[p.employer] in text,
+                "instrument": text.endswith(f"plays the {p.instrument} is relevant."),
+                "profession": f"works as {'an' if p.profession[0] in 'aeiou' else 'a'} {p.profession} "
+                in text,
+                "birth_years": f"between {p.birth_year // 10 * 10} and" in text,
+                "not_instrument": f"does not play the {p.instrument} " not in text,
+            }[pair.family]
+            assert holds == (pid in kept), (pair.query_id, pid)
+    examples = town_instruction_examples(kb, towns, ["birth_years", "not_instrument"])
+    assert {ex.meta["family"] for ex in examples} == {"birth_years", "not_instrument"}
+    assert len({ex.example_id for ex in examples}) == len(examples)
+    with pytest.raises(ValueError, match="unknown instruction families"):
+        town_instruction_pairs(kb, towns, __import__("random").Random(0), ["colour"])
+    with pytest.raises(ValueError, match="instruction family 'employer' needs it"):
+        town_instruction_examples(
+            build_knowledge_base(40, seed=0, passage_facts=["pet"]), towns, ["employer"]
+        )
+
+
+def test_exposures_fix_how_often_instruction_examples_are_seen():
+    from joint_rag.data.synthetic import SyntheticSource
+
+    def source(n, exposures, **kw):
+        return SyntheticSource(
+            num_entities=300, seed=0, instruction_eval_towns=0.3, instruction_examples=n,
+            instruction_exposures=exposures, instruction_families=["pet", "employer"],
+            instruction_eval_families=["pet", "birth_years"], **kw,
+        ).load()  # fmt: skip
+
+    plain = SyntheticSource(num_entities=300, seed=0).load()
+    for n in (1, 16, 64):
+        data = source(n, 128)
+        added = data.train[len(plain.train) :]
+        assert len(added) == 128 and len({ex.example_id for ex in added}) == n
+        counts = __import__("collections").Counter(ex.example_id for ex in added)
+        assert max(counts.values()) - min(counts.values()) <= 1  # cycled evenly
+        assert {ex.meta["family"] for ex in added} <= {"pet", "employer"}
+    assert {p.family for p in data.instruction_pairs} == {"pet", "birth_years"}
+    assert data.instruction_families == ("pet", "employer")
+    with pytest.raises(ValueError, match="distinct examples of families"):
+        source(100000, 10)
+    with pytest.raises(ValueError, match="needs instruction_examples > 0"):
+        source(0, 10)
+
+
+def test_p_mrr_per_family_and_on_seen_versus_unseen():
+    from joint_rag.instructions import family_p_mrr
+
+    pairs = [
+        InstructionPair("a", "q", "o", "n", ("p1",), family="pet"),
+        InstructionPair("b", "q", "o", "n", ("p2",), family="birth_years"),
+    ]
+
+    def rank(queries, instructions):  # demotes p1 under "n", leaves p2 in place
+        return [["p2", "p3", "p1"] if ins == "n" else ["p1", "p2", "p3"] for ins in instructions]
+
+    result = evaluate_instruction_following(rank, pairs)
+    assert result["per_family"]["pet"] == {"p_mrr": pytest.approx(1 - 1 / 3), "queries": 1}
+    logged = family_p_mrr(result, seen=("pet",))
+    assert logged["p_mrr_seen"] == pytest.approx(1 - 1 / 3)
+    assert logged["p_mrr_unseen"] == pytest.approx(result["per_family"]["birth_years"]["p_mrr"])
+    assert set(logged) == {"p_mrr/pet", "p_mrr/birth_years", "p_mrr_seen", "p_mrr_unseen"}

@@ -43,7 +43,16 @@ class SyntheticSource(DataSource):
             decoy (one-hop) or the person and the organisation (two-hop). 0 (default): none.
         instruction_examples: add at most this many instruction examples
             (``synthetic_instructions.town_instruction_examples``, random by seed) from the other towns to the training
-            split. 0 (default): none.
+            split. 0 (default): none. With ``instruction_exposures``: exactly this many distinct ones.
+        instruction_families: the instruction families of the training examples (and of the
+            evaluation pairs unless ``instruction_eval_families`` is given); see
+            ``synthetic_instructions.FAMILIES``. Default ["pet"].
+        instruction_eval_families: the families of the held-out pairs; those not in
+            ``instruction_families`` are unseen in training (validation logs ``p_mrr_seen`` and
+            ``p_mrr_unseen``). None: ``instruction_families``.
+        instruction_exposures: None (default): the instruction examples are added once each. An
+            integer E: exactly E instruction examples are added, the ``instruction_examples``
+            distinct ones cycled, so a grid over the count holds exposure fixed.
     """
 
     def __init__(
@@ -60,6 +69,9 @@ class SyntheticSource(DataSource):
         passage_facts: list[str] | None = None,
         instruction_eval_towns: float = 0.0,
         instruction_examples: int = 0,
+        instruction_families: list[str] | None = None,
+        instruction_eval_families: list[str] | None = None,
+        instruction_exposures: int | None = None,
         decoys_per_question: int = 0,
         answer_distractors_per_question: int = 0,
         oracle_candidates: int = 0,
@@ -70,6 +82,9 @@ class SyntheticSource(DataSource):
             raise ValueError(f"instruction_examples must be >= 0, got {instruction_examples}")
         self.instruction_eval_towns = instruction_eval_towns
         self.instruction_examples = instruction_examples
+        self.instruction_families = list(instruction_families or ["pet"])
+        self.instruction_eval_families = instruction_eval_families
+        self.instruction_exposures = instruction_exposures
         self.num_entities = num_entities
         self.seed = seed
         self.val_fraction = val_fraction
@@ -117,6 +132,15 @@ class SyntheticSource(DataSource):
         )
         n, s = self.max_examples, self.seed
         data = RAGData(kb.corpus, limit(train, n, s), limit(val, n, s), limit(test, n, s))
-        if self.instruction_eval_towns or self.instruction_examples:
-            add_instruction_data(data, kb, self.instruction_eval_towns, self.instruction_examples, self.seed)
+        if self.instruction_eval_towns or self.instruction_examples or self.instruction_exposures:
+            add_instruction_data(
+                data,
+                kb,
+                self.instruction_eval_towns,
+                self.instruction_examples,
+                self.seed,
+                families=self.instruction_families,
+                eval_families=self.instruction_eval_families,
+                exposures=self.instruction_exposures,
+            )
         return data

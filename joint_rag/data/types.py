@@ -157,6 +157,8 @@ class InstructionPair:
         relevant_new: the same under the changed instruction (FollowIR's ``qrels_changed``).
         candidates: rank only these passages (FollowIR's ``top_ranked``, a reranking task);
             None: the whole corpus.
+        family: the instruction family (synthetic pairs: ``synthetic_instructions.FAMILIES``),
+            for p-MRR per family and on seen versus unseen families; None: not grouped.
     """
 
     query_id: str
@@ -168,6 +170,7 @@ class InstructionPair:
     relevant_og: dict[str, float] | None = None
     relevant_new: dict[str, float] | None = None
     candidates: tuple[str, ...] | None = None
+    family: str | None = None
 
 
 @dataclass
@@ -175,7 +178,8 @@ class RAGData:
     """A corpus and its examples, split into train/val/test lists of examples.
 
     ``instruction_pairs`` (optional): held-out instruction pairs; validation and test then also
-    log p-MRR (``joint_rag.instructions``).
+    log p-MRR (``joint_rag.instructions``). ``instruction_families``: the instruction families
+    the training split holds examples of (pairs of other families are "unseen").
     """
 
     corpus: Corpus
@@ -183,6 +187,7 @@ class RAGData:
     val: list[Example]
     test: list[Example] = field(default_factory=list)
     instruction_pairs: list[InstructionPair] = field(default_factory=list)
+    instruction_families: tuple[str, ...] = ()
 
 
 def check_examples(examples: Sequence[Example], corpus: Corpus, source: str) -> None:

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from joint_rag.data.collate import RAGBatch
 from joint_rag.data.hard_negatives import contains_answer
+from joint_rag.instructions import family_p_mrr
 from joint_rag.kernels import similarity as score
 from joint_rag.losses.base import Objective, ObjectiveInputs
 from joint_rag.losses.end_to_end import EndToEnd
@@ -616,6 +617,12 @@ class JointRAGModule(pl.LightningModule):
             for side in ("og", "new"):  # FollowIR's nDCG@10 under each instruction, where judged
                 if following[f"ndcg_queries_{side}"]:
                     self.log(f"{split}/instruction_ndcg@10_{side}", following[f"ndcg@10_{side}"])
+            for name, value in family_p_mrr(following, self._instruction_families()).items():
+                self.log(f"{split}/{name}", value)
+
+    def _instruction_families(self) -> tuple[str, ...]:
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        return tuple(getattr(dm.data, "instruction_families", ())) if dm is not None else ()
 
     def _instruction_pairs(self) -> list:
         """The datamodule's held-out instruction pairs (``RAGData.instruction_pairs``), if any."""
