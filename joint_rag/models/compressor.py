@@ -5,7 +5,9 @@ decoder backbone they are appended after the (left-padded) text so they see all 
 hidden states at the memory positions go through a projector into the generator's embedding
 space: ``memory`` (n, M, H). The retrieval vectors are either that memory (``retrieval=
 "memory"``) or the mean-pooled token states (``retrieval="mean_pool"``, sentence-transformers
-style, so an off-the-shelf retriever such as all-MiniLM-L6-v2 works at step 0).
+style, so an off-the-shelf retriever such as all-MiniLM-L6-v2 works at step 0), or the state of
+the last text token (``retrieval="last_token"``, the pooling of decoder embedders such as
+E5-Mistral and Promptriever; with a decoder backbone, the token that has seen the whole text).
 
 ``memory="extractive"`` replaces the generator-side memory by M generator-token embeddings
 picked from the passage: a linear scorer over the backbone's token states (each generator token
@@ -71,7 +73,7 @@ class Compressor(nn.Module):
         output_dim: generator hidden size H; None means the training module sets it from the
             generator (``build_projector``).
         projector_layers: 1 (linear) or 2 (linear-GELU-linear).
-        retrieval: "memory" or "mean_pool" (see module docstring).
+        retrieval: "memory", "mean_pool" or "last_token" (see module docstring).
         lora_rank: if > 0, wrap the backbone with LoRA adapters of this rank (peft) and freeze
             its other weights.
         freeze_backbone: keep backbone weights fixed (memory tokens and projector still train).
@@ -108,8 +110,10 @@ class Compressor(nn.Module):
             )
         if num_memory_tokens < 1:
             raise ValueError(f"compressor.num_memory_tokens must be >= 1, got {num_memory_tokens}")
-        if retrieval not in ("memory", "mean_pool"):
-            raise ValueError(f"compressor.retrieval must be 'memory' or 'mean_pool', got {retrieval!r}")
+        if retrieval not in ("memory", "mean_pool", "last_token"):
+            raise ValueError(
+                f"compressor.retrieval must be 'memory', 'mean_pool' or 'last_token', got {retrieval!r}"
+            )
         if projector_layers not in (1, 2):
             raise ValueError(f"compressor.projector_layers must be 1 or 2, got {projector_layers}")
         self.backbone_spec = backbone
@@ -345,13 +349,17 @@ class Compressor(nn.Module):
         ids, mask = enc["input_ids"], enc["attention_mask"]  # (n, L)
         n, M = ids.shape[0], self.num_memory_tokens
         retrieval = None
-        if self.retrieval_mode == "mean_pool":
+        if self.retrieval_mode in ("mean_pool", "last_token"):
             kwargs = {"position_ids": (mask.cumsum(-1) - 1).clamp(min=0)} if self.is_decoder else {}
             plain = self.backbone(
                 input_ids=ids, attention_mask=mask, **kwargs
             ).last_hidden_state  # (n, L, H_b)
-            m = mask.unsqueeze(-1).to(plain.dtype)  # (n, L, 1)
-            retrieval = ((plain * m).sum(1) / m.sum(1).clamp(min=1.0)).unsqueeze(1)  # (n, 1, H_b)
+            if self.retrieval_mode == "mean_pool":
+                m = mask.unsqueeze(-1).to(plain.dtype)  # (n, L, 1)
+                retrieval = ((plain * m).sum(1) / m.sum(1).clamp(min=1.0)).unsqueeze(1)  # (n, 1, H_b)
+            else:  # the last attended position, whichever side the padding is on
+                last = mask.shape[1] - 1 - mask.flip(-1).argmax(-1)  # (n,)
+                retrieval = plain[torch.arange(n, device=plain.device), last].unsqueeze(1)  # (n, 1, H_b)
             if not need_memory:
                 return CompressorOutput(None, retrieval)
         if self.projector is None:

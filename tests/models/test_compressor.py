@@ -27,6 +27,21 @@ def test_mean_pool_retrieval_is_the_plain_sentence_embedding():
     assert comp(texts, need_memory=False).memory is None
 
 
+@pytest.mark.parametrize("backbone", ["tiny-bert", "tiny-llama"])
+def test_last_token_retrieval_is_the_last_text_state_whatever_the_padding(backbone):
+    torch.manual_seed(0)
+    comp = Compressor(backbone, num_memory_tokens=2, retrieval="last_token").eval()
+    texts = ["short text", "a somewhat longer passage of text here"]
+    batched = comp(texts, need_memory=False).retrieval  # the short one is padded
+    for i, text in enumerate(texts):
+        enc = comp.tokenize([text])
+        with torch.no_grad():
+            hidden = comp.backbone(**enc).last_hidden_state  # (1, L, H), no padding
+        torch.testing.assert_close(batched[i, 0], hidden[0, -1], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="'memory', 'mean_pool' or 'last_token'"):
+        Compressor("tiny-bert", retrieval="cls")
+
+
 def test_memory_retrieval_is_the_memory():
     comp = Compressor("tiny-bert", num_memory_tokens=2)
     comp.build_projector(8)
