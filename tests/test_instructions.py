@@ -155,6 +155,10 @@ def test_jrag_follow_on_an_export(tmp_path, capsys):
     )
     shown = json.loads(capsys.readouterr().out)
     assert shown["queries"] == 1 and shown["ndcg_queries_og"] == 2 and shown["pairs"].endswith("(test)")
+    lo, hi = shown["ci95"]["ndcg@10_og"]
+    assert (
+        lo <= shown["ndcg@10_og"] <= hi and shown["ci95"]["p_mrr"][0] == shown["ci95"]["p_mrr"][1]
+    )  # 1 query
     lines = [json.loads(line) for line in per_query.read_text().splitlines()]
     assert [r["query_id"] for r in lines] == ["q1", "q2"] and lines[1]["p_mrr"] is None
     assert lines[0]["changed"] == 2 and 0 <= lines[0]["ndcg@10_new"] <= 1

@@ -65,6 +65,7 @@ def main(argv: list[str]) -> int:
     from joint_rag.data.followir import read_followir
     from joint_rag.data.formats import BeirSource
     from joint_rag.data.reading import DataError
+    from joint_rag.gap import bootstrap_mean
     from joint_rag.instructions import read_instruction_pairs, synthetic_instruction_pairs
     from joint_rag.pipeline import JointRAG
 
@@ -101,8 +102,15 @@ def main(argv: list[str]) -> int:
         name = f"{args.followir} ({args.split})"
     else:
         name = f"synthetic(n={args.n}, seed={args.seed})"
-    result = {"model": str(args.model), "pairs": name, **_finite(rag.instruction_following(pairs))}
+    following = rag.instruction_following(pairs)
+    result = {"model": str(args.model), "pairs": name, **_finite(following)}
     records = result.pop("records")
+    # 95% percentile bootstrap over the pairs (seeded), for each figure where it is defined
+    result["ci95"] = {
+        key: bootstrap_mean([r[key] for r in following["records"] if not math.isnan(r[key])])["ci95"]
+        for key in ("p_mrr", "ndcg@10_og", "ndcg@10_new")
+        if any(not math.isnan(r[key]) for r in following["records"])
+    }
     if args.per_query is not None:
         atomic_write(args.per_query, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     if args.out is not None:
