@@ -13,7 +13,7 @@ Each record of the output JSONL (``write_synthesized``) holds ``query_id``, ``qu
 ``instruction`` (or null), ``positive_ids`` and, for generated passages, ``passage`` ({"_id",
 "text"}). ``joint_rag.data.synthesized.SynthesizedSource`` trains on such a file and evaluates on
 a BEIR folder's real queries. Passages are sampled (temperature ``temperature``, seeded per item);
-queries and instructions are greedy. Outputs are cut at the first line break and cleaned of a
+queries and instructions are greedy (no 3-gram repeated). Outputs are cut at the first line break and cleaned of a
 leading "Query:"-style label and quotes; empty or repeated queries are dropped and counted.
 """
 
@@ -108,7 +108,8 @@ class PromptLM:
                     [prompt], max_new_tokens, dict(do_sample=True, temperature=temperature, top_p=0.95)
                 )
             return outs
-        return self._generate(prompts, max_new_tokens, dict(do_sample=False))
+        # no 3-gram twice: small models otherwise loop ("cancer, endometrial cancer, ...")
+        return self._generate(prompts, max_new_tokens, dict(do_sample=False, no_repeat_ngram_size=3))
 
     def _generate(self, prompts: Sequence[str], max_new_tokens: int, sampling: dict) -> list[str]:
         enc = self.tokenizer(
