@@ -24,18 +24,15 @@ def test_limit_small_reads_as_beir():
 
 @needs_limit
 @pytest.mark.slow  # about 35 s: MiniLM over 46 documents and 1000 queries
-def test_off_the_shelf_minilm_reproduces_the_reference_recall():
+def test_off_the_shelf_minilm_reproduces_the_reference_recall(tmp_path):
     from joint_rag.config import make_cli
 
-    cli = make_cli(
-        [
-            "-c",
-            str(REPO / "experiments" / "quickstart.yaml"),
-            "-c",
-            str(REPO / "experiments/ablations/base/limit.yaml"),
-        ],
-        run=False,
-    )
+    configs = [
+        REPO / "experiments" / "quickstart.yaml",
+        REPO / "experiments" / "ablations" / "base" / "limit.yaml",
+    ]
+    flags = [f"--trainer.default_root_dir={tmp_path}"]
+    cli = make_cli([arg for c in configs for arg in ("-c", str(c))] + flags, run=False)
     metrics = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]
     # reference (plain transformers encoder): 0.162 / 0.481 / 0.695
     assert metrics["val/recall@2"] == pytest.approx(0.162, abs=0.001)
