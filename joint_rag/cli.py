@@ -39,6 +39,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "joint_rag.commands.pairs:main",
         "write instruction pairs over a BEIR folder (exclude/require a term)",
     ),
+    "capacity": (
+        "joint_rag.commands.capacity:main",
+        "free-embedding capacity (LIMIT): largest n with every top-2 set retrievable at dimension d",
+    ),
     "synthesize": (
         "joint_rag.commands.synthesize:main",
         "synthetic queries and instructions from a domain description (an LM writes them)",

@@ -1,0 +1,72 @@
+"""``jrag capacity --dims 2 4 8 [--vectors 1 2 4] [--similarity cosine flat_cosine maxsim] --out FILE.json``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from joint_rag.commands.args import Parser, fail
+
+PROG = "jrag capacity"
+
+
+def main(argv: list[str]) -> int:
+    parser = Parser(
+        prog=PROG,
+        description="The free-embedding experiment of LIMIT (arXiv 2508.21038): for each dimension d, the largest "
+        "number of documents n for which directly optimised vectors make every one of the C(n, 2) top-2 sets "
+        "retrievable, with M vectors of d/M dimensions under MaxSim or flattened cosine (joint_rag/capacity.py).",
+    )
+    parser.add_argument("--dims", type=int, nargs="+", required=True, help="total embedding dimensions d")
+    parser.add_argument(
+        "--vectors", type=int, nargs="+", default=[1], help="vectors per query and document M"
+    )
+    parser.add_argument(
+        "--similarity",
+        nargs="+",
+        default=["cosine"],
+        choices=["cosine", "flat_cosine", "maxsim"],
+        help="scorers",
+    )
+    parser.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
+    parser.add_argument("--temperature", type=float, default=0.05, help="softmax temperature of the loss")
+    parser.add_argument("--max-steps", type=int, default=4000, help="optimisation steps per trial at most")
+    parser.add_argument(
+        "--patience", type=int, default=10, help="checks (every 50 steps) without progress before giving up"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="initialisation seed")
+    parser.add_argument("--n-max", type=int, default=4096, help="largest n tried")
+    parser.add_argument(
+        "--out", required=True, type=Path, help="JSON file to write (rewritten after every setting)"
+    )
+    args = parser.parse_args(argv)
+    if min(args.dims) < 1 or min(args.vectors) < 1:
+        fail(PROG, "--dims and --vectors must be positive")
+
+    from joint_rag.atomic import write_json
+    from joint_rag.capacity import Settings, critical_n
+    from joint_rag.commands.gap import machine
+
+    settings = Settings(args.lr, args.temperature, args.max_steps, 50, args.patience, args.seed)
+    settings_out = {
+        k: getattr(settings, k) for k in ("lr", "temperature", "max_steps", "check_every", "patience", "seed")
+    }
+    rows = []
+    for sim in args.similarity:
+        for M in args.vectors:
+            if (sim == "cosine") != (M == 1):
+                continue  # cosine is the single-vector scorer; the multi-vector ones need M > 1
+            for d in args.dims:
+                if d % M:
+                    continue
+                row = critical_n(d, M, sim, settings, args.n_max)
+                rows.append(row)
+                print(
+                    f"{sim} M={M} d={d}: critical n {row['critical_n']} (LIMIT fit {row['limit_fit']:.1f})",
+                    flush=True,
+                )
+                write_json(args.out, {"machine": machine("cpu"), "settings": settings_out, "results": rows})
+    if not rows:
+        fail(PROG, "no setting to run: cosine needs --vectors 1, flat_cosine/maxsim M > 1 dividing d")
+    print(json.dumps([{k: r[k] for k in ("similarity", "vectors", "d", "critical_n")} for r in rows]))
+    return 0
