@@ -104,3 +104,23 @@ def test_similarity_positives_hand_computed():
     with pytest.raises(ValueError, match="positives must be one of"):
         Similarity(positives="bm25")
     assert Similarity().reads_labels and not Similarity(positives="answer_match").reads_labels
+
+
+def test_label_free_rag_token_trains_a_lora_text_reader_and_the_retriever(tiny_module):
+    from joint_rag.losses import RAGToken
+    from joint_rag.models import Generator
+
+    module, data = tiny_module(
+        generator=Generator("tiny-llama", mode="text", train_mode="lora", max_passage_tokens=24),
+        objectives={"rag_token": RAGToken(temperature=0.05)},
+        relevance_labels=False,
+        num_candidates=4,
+    )
+    module.build_index(show_progress=False)
+    inputs = module._joint_inputs(collate_examples(data.train[:4]), module.objective.needs)
+    loss, _ = module.objective(inputs)
+    loss.backward()
+    lora = [p for n, p in module.system.generator.named_parameters() if "lora" in n]
+    assert lora and any(p.grad is not None and p.grad.abs().sum() > 0 for p in lora)
+    assert module.system.query_encoder is not None
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.system.compressor.parameters())
