@@ -39,6 +39,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "joint_rag.commands.pairs:main",
         "write instruction pairs over a BEIR folder (exclude/require a term)",
     ),
+    "evaluate": (
+        "joint_rag.commands.evaluate:main",
+        "retrieval metrics of an exported retriever on any BEIR folder (its corpus indexed)",
+    ),
     "capacity": (
         "joint_rag.commands.capacity:main",
         "free-embedding capacity (LIMIT): largest n with every top-2 set retrievable at dimension d",
