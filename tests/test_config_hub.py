@@ -34,16 +34,18 @@ def _grids() -> list[Path]:
 
 
 def _documented_stack(path: Path) -> list[Path]:
-    """The -c files of the `jrag fit` command in a file's leading comment (continuation lines
-    joined), e.g. ``#   jrag fit -c experiments/quickstart.yaml -c experiments/x.yaml``."""
+    """The -c files of the `jrag fit` (or `jrag validate`: the same config stack) command in a
+    file's leading comment (continuation lines joined), e.g.
+    ``#   jrag fit -c experiments/quickstart.yaml -c experiments/x.yaml``."""
     comment = " ".join(
         line.lstrip("#").strip().rstrip("\\")
         for line in path.read_text().splitlines()
         if line.startswith("#")
     )
-    if "jrag fit" not in comment:
+    command = next((c for c in ("jrag fit", "jrag validate") if c in comment), None)
+    if command is None:
         return []
-    words = comment.split("jrag fit", 1)[1].split("jrag ", 1)[0].split()  # up to the next command
+    words = comment.split(command, 1)[1].split("jrag ", 1)[0].split()  # up to the next command
     return [REPO / words[i + 1] for i, w in enumerate(words[:-1]) if w == "-c"]
 
 

@@ -1,0 +1,126 @@
+"""Training against the embedding cap: single-vector against multi-vector memory, trained on
+generated LIMIT-style data and evaluated on LIMIT-small (issue: what an embedding can represent).
+
+    python benchmarks/limit_training.py [--rows single m4_maxsim ...] [--seeds 0 1 2] [--set KEY=VALUE ...]
+
+Per row and seed: ``jrag fit -c experiments/quickstart.yaml -c experiments/ablations/base/limit_train.yaml``
+with the row's flags, ``jrag export`` of its last checkpoint, ``jrag evaluate`` of the export on
+``../shared/data/limit-small`` (recall@2/10/20). Resumable: a (row, seed) whose ``limit.json``
+exists is read, not rerun. Writes ``benchmarks/results/limit_training_cpu.json`` with every
+run, per-row means, the index size per passage and the search time of the evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from joint_rag.atomic import write_json
+from joint_rag.commands.gap import machine
+
+REPO = Path(__file__).resolve().parents[1]
+LIMIT = REPO.parent / "shared" / "data" / "limit-small"
+OUT = REPO / "benchmarks" / "results" / "limit_training_cpu.json"
+MEMORY = ["--model.compressor.init_args.retrieval=memory"]
+ROWS = {
+    "single": [],  # mean-pooled MiniLM, cosine, 384 dimensions
+    "memory1": [*MEMORY, "--model.similarity=cosine"],  # one memory token (32 dimensions)
+    "m4_maxsim": [*MEMORY, "--model.compressor.init_args.num_memory_tokens=4", "--model.similarity=maxsim"],
+    "m4_flat": [
+        *MEMORY,
+        "--model.compressor.init_args.num_memory_tokens=4",
+        "--model.similarity=flat_cosine",
+    ],
+    "m16_maxsim": [*MEMORY, "--model.compressor.init_args.num_memory_tokens=16", "--model.similarity=maxsim"],
+    "m16_flat": [
+        *MEMORY,
+        "--model.compressor.init_args.num_memory_tokens=16",
+        "--model.similarity=flat_cosine",
+    ],
+}
+METRICS = ("recall@2", "recall@10", "recall@20")
+
+
+def jrag(*args: str) -> None:
+    cmd = [sys.executable, "-m", "joint_rag.cli", *args]
+    subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def run(row: str, seed: int, root: Path, extra: list[str]) -> dict:
+    folder = root / row / f"seed{seed}"
+    result = folder / "limit.json"
+    if not result.is_file():
+        t0 = time.perf_counter()
+        configs = ["-c", "experiments/quickstart.yaml", "-c", "experiments/ablations/base/limit_train.yaml"]
+        jrag(
+            "fit",
+            *configs,
+            f"--seed_everything={seed}",
+            f"--trainer.default_root_dir={folder}",
+            *ROWS[row],
+            *extra,
+        )
+        ckpt = sorted(folder.glob("lightning_logs/version_*/checkpoints/last.ckpt"))[-1]
+        jrag("export", "--ckpt", str(ckpt), "--out", str(folder / "export"), "--overwrite")
+        fit_s = time.perf_counter() - t0
+        jrag("evaluate", "--model", str(folder / "export"), "--beir", str(LIMIT), "--recall-at", "2", "10", "20",
+             "--out", str(result))  # fmt: skip
+        data = json.loads(result.read_text())
+        data["fit_and_export_seconds"] = round(fit_s, 1)
+        write_json(result, data)
+    data = json.loads(result.read_text())
+    index = sorted((folder / "export").rglob("*index*.safetensors")) + sorted(
+        (folder / "export").rglob("vectors*")
+    )
+    return {
+        "row": row,
+        "seed": seed,
+        **{m: data[m] for m in METRICS},
+        "ci95": {m: data["ci95"][m] for m in METRICS},
+        "search_seconds": data["search_seconds"],
+        "fit_and_export_seconds": data.get("fit_and_export_seconds"),
+        "index_bytes": sum(p.stat().st_size for p in index) if index else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--root", type=Path, default=REPO / "checkpoints" / "limit_train")
+    parser.add_argument("--set", dest="extra", action="append", default=[], help="an extra LightningCLI flag")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    if not LIMIT.is_dir():
+        raise SystemExit(f"{LIMIT}: LIMIT-small is needed (../shared/data)")
+    runs = []
+    for row in args.rows:
+        for seed in args.seeds:
+            runs.append(run(row, seed, args.root, args.extra))
+            means = {
+                r: {m: statistics.fmean(x[m] for x in runs if x["row"] == r) for m in METRICS}
+                for r in dict.fromkeys(x["row"] for x in runs)
+            }
+            write_json(
+                args.out,
+                {
+                    "benchmark": "limit_training",
+                    "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    "machine": machine("cpu"),
+                    "extra_flags": args.extra,
+                    "runs": runs,
+                    "means": means,
+                },
+            )
+            print(f"{row} seed {seed}: " + ", ".join(f"{m} {runs[-1][m]:.3f}" for m in METRICS), flush=True)
+
+
+if __name__ == "__main__":
+    main()
