@@ -46,6 +46,10 @@ def test_help_lists_every_subcommand_with_a_line(capsys):
         "answer",
         "follow",
         "gap",
+        "pairs",
+        "evaluate",
+        "capacity",
+        "synthesize",
     }
 
 
