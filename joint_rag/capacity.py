@@ -179,3 +179,38 @@ __all__ = [
     "solved_queries",
     "try_n",
 ]
+
+
+def plot(rows: list[dict], path) -> None:
+    """Critical n against d, one line per (similarity, M), with LIMIT's fitted curve; PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from joint_rag.atomic import atomic_write
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["similarity"], r["vectors"]), []).append(r)
+    for (sim, M), rs in sorted(groups.items()):
+        rs = sorted(rs, key=lambda r: r["d"])
+        style = "--" if sim == "flat_cosine" else "-"
+        ax.plot(
+            [r["d"] for r in rs], [r["critical_n"] for r in rs], style, marker="o", label=f"{sim}, M = {M}"
+        )
+    ds = sorted({r["d"] for r in rows})
+    if ds:
+        grid = [ds[0] + (ds[-1] - ds[0]) * i / 50 for i in range(51)]
+        ax.plot(grid, [max(0.0, limit_fit(d)) for d in grid], ":", color="grey", label="LIMIT fit")
+    ax.set_xlabel("total dimension d (M vectors of d / M)")
+    ax.set_ylabel("critical n (every top-2 set retrievable)")
+    ax.legend()
+    fig.tight_layout()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write(path, buf.getvalue())

@@ -77,3 +77,6 @@ def test_jrag_capacity_writes_json(tmp_path, capsys):
     ]
     assert result["settings"]["lr"] == 0.01 and "cpu" in result["machine"]
     assert "critical n" in capsys.readouterr().out
+    png = tmp_path / "cap.png"
+    assert main(["capacity", "--from", str(out), "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

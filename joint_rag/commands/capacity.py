@@ -17,7 +17,7 @@ def main(argv: list[str]) -> int:
         "number of documents n for which directly optimised vectors make every one of the C(n, 2) top-2 sets "
         "retrievable, with M vectors of d/M dimensions under MaxSim or flattened cosine (joint_rag/capacity.py).",
     )
-    parser.add_argument("--dims", type=int, nargs="+", required=True, help="total embedding dimensions d")
+    parser.add_argument("--dims", type=int, nargs="+", default=[2, 4, 8], help="total embedding dimensions d")
     parser.add_argument(
         "--vectors", type=int, nargs="+", default=[1], help="vectors per query and document M"
     )
@@ -39,7 +39,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--out", required=True, type=Path, help="JSON file to write (rewritten after every setting)"
     )
+    parser.add_argument("--plot", type=Path, default=None, help="PNG of critical n against d")
+    parser.add_argument(
+        "--from", dest="inputs", type=Path, nargs="+", default=None, help="only plot these result JSON files"
+    )
     args = parser.parse_args(argv)
+    if args.inputs:
+        from joint_rag.capacity import plot
+
+        rows = [r for f in args.inputs for r in json.loads(f.read_text())["results"]]
+        plot(rows, args.plot or args.out)
+        print(f"{len(rows)} settings -> {args.plot or args.out}")
+        return 0
     if min(args.dims) < 1 or min(args.vectors) < 1:
         fail(PROG, "--dims and --vectors must be positive")
 
@@ -68,5 +79,9 @@ def main(argv: list[str]) -> int:
                 write_json(args.out, {"machine": machine("cpu"), "settings": settings_out, "results": rows})
     if not rows:
         fail(PROG, "no setting to run: cosine needs --vectors 1, flat_cosine/maxsim M > 1 dividing d")
+    if args.plot is not None:
+        from joint_rag.capacity import plot
+
+        plot(rows, args.plot)
     print(json.dumps([{k: r[k] for k in ("similarity", "vectors", "d", "critical_n")} for r in rows]))
     return 0
