@@ -12,7 +12,8 @@ total dimension), scored by the project's own scorers (``joint_rag.kernels.simil
 ``cosine`` (M = 1), ``flat_cosine`` (the cosine of the flattened M*d' vector: the same function
 class as single-vector cosine of dimension d, so it should match it) and ``maxsim`` (ColBERT's
 sum over query vectors of the best document vector; each vector unit-normalised first, as
-ColBERT normalises its token vectors).
+ColBERT normalises its token vectors; ``Settings.normalize_maxsim = False`` keeps raw dot products,
+as the project's own ``maxsim`` scorer does).
 
 Optimisation, per (n, d, M, similarity): queries (m, M, d') and documents (n, M, d') drawn from
 a seeded normal; full batch; Adam at ``lr`` (0.01); loss: for each query and each of its two
@@ -63,10 +64,11 @@ class Settings:
     check_every: int = 50
     patience: int = 10
     seed: int = 0
+    normalize_maxsim: bool = True  # unit-normalise each vector before MaxSim (ColBERT); False: raw dots
 
 
-def _scores(q: Tensor, p: Tensor, similarity: str) -> Tensor:
-    if similarity == "maxsim":
+def _scores(q: Tensor, p: Tensor, similarity: str, normalize_maxsim: bool = True) -> Tensor:
+    if similarity == "maxsim" and normalize_maxsim:
         q, p = F.normalize(q, dim=-1), F.normalize(p, dim=-1)
     if similarity == "cosine":
         q, p = q[:, 0], p[:, 0]  # (m, d), (n, d): single vectors
@@ -113,12 +115,12 @@ def try_n(
     best, stale, step, solved = -1, 0, 0, 0
     for step in range(1, s.max_steps + 1):
         opt.zero_grad()
-        loss = pair_loss(_scores(q, p, similarity), pairs, s.temperature)
+        loss = pair_loss(_scores(q, p, similarity, s.normalize_maxsim), pairs, s.temperature)
         loss.backward()
         opt.step()
         if step % s.check_every == 0 or step == s.max_steps:
             with torch.no_grad():
-                solved = int(solved_queries(_scores(q, p, similarity), pairs).sum())
+                solved = int(solved_queries(_scores(q, p, similarity, s.normalize_maxsim), pairs).sum())
             if solved == m:
                 break
             stale = 0 if solved > best else stale + 1

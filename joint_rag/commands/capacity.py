@@ -35,6 +35,11 @@ def main(argv: list[str]) -> int:
         "--patience", type=int, default=10, help="checks (every 50 steps) without progress before giving up"
     )
     parser.add_argument("--seed", type=int, default=0, help="initialisation seed")
+    parser.add_argument(
+        "--raw-maxsim",
+        action="store_true",
+        help="MaxSim on raw dot products (default: unit vectors, as ColBERT)",
+    )
     parser.add_argument("--n-max", type=int, default=4096, help="largest n tried")
     parser.add_argument(
         "--out", required=True, type=Path, help="JSON file to write (rewritten after every setting)"
@@ -58,10 +63,10 @@ def main(argv: list[str]) -> int:
     from joint_rag.capacity import Settings, critical_n
     from joint_rag.commands.gap import machine
 
-    settings = Settings(args.lr, args.temperature, args.max_steps, 50, args.patience, args.seed)
-    settings_out = {
-        k: getattr(settings, k) for k in ("lr", "temperature", "max_steps", "check_every", "patience", "seed")
-    }
+    settings = Settings(
+        args.lr, args.temperature, args.max_steps, 50, args.patience, args.seed, not args.raw_maxsim
+    )
+    settings_out = dict(vars(settings))
     rows = []
     for sim in args.similarity:
         for M in args.vectors:
