@@ -195,12 +195,13 @@ def plot(rows: list[dict], path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     groups: dict[tuple[str, int], list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["similarity"], r["vectors"]), []).append(r)
-    for (sim, M), rs in sorted(groups.items()):
+        name = "maxsim (raw dots)" if r.get("raw_maxsim") else r["similarity"]
+        groups.setdefault((name, r["vectors"]), []).append(r)
+    for (name, M), rs in sorted(groups.items()):
         rs = sorted(rs, key=lambda r: r["d"])
-        style = "--" if sim == "flat_cosine" else "-"
+        style = "--" if name == "flat_cosine" else "-"
         ax.plot(
-            [r["d"] for r in rs], [r["critical_n"] for r in rs], style, marker="o", label=f"{sim}, M = {M}"
+            [r["d"] for r in rs], [r["critical_n"] for r in rs], style, marker="o", label=f"{name}, M = {M}"
         )
     ds = sorted({r["d"] for r in rows})
     if ds:

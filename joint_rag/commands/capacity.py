@@ -52,7 +52,11 @@ def main(argv: list[str]) -> int:
     if args.inputs:
         from joint_rag.capacity import plot
 
-        rows = [r for f in args.inputs for r in json.loads(f.read_text())["results"]]
+        rows = []
+        for f in args.inputs:
+            data = json.loads(f.read_text())
+            raw = not data["settings"].get("normalize_maxsim", True)
+            rows += [{**r, "raw_maxsim": raw and r["similarity"] == "maxsim"} for r in data["results"]]
         plot(rows, args.plot or args.out)
         print(f"{len(rows)} settings -> {args.plot or args.out}")
         return 0
