@@ -19,7 +19,6 @@ leading "Query:"-style label and quotes; empty or repeated queries are dropped a
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections.abc import Sequence
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from joint_rag.atomic import atomic_write
+from joint_rag.atomic import write_jsonl
 from joint_rag.data.types import Corpus
 from joint_rag.models.backbones import load_backbone
 from joint_rag.progress import progress_bar
@@ -206,4 +205,4 @@ def synthesize(
 
 def write_synthesized(path: str | Path, records: Sequence[dict]) -> Path:
     """The records as JSONL, atomically (a temporary file, then a rename)."""
-    return atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return write_jsonl(path, records)

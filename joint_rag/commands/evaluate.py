@@ -42,7 +42,7 @@ def main(argv: list[str]) -> int:
     if min(args.recall_at + [args.mrr_at, args.ndcg_at]) < 1:
         fail(PROG, "cut-offs must be >= 1")
 
-    from joint_rag.atomic import atomic_write, write_json
+    from joint_rag.atomic import write_json, write_jsonl
     from joint_rag.commands.gap import machine
     from joint_rag.data.formats import BeirSource
     from joint_rag.data.reading import DataError
@@ -89,7 +89,7 @@ def main(argv: list[str]) -> int:
         "machine": machine(args.device),
     }
     if args.per_query is not None:
-        atomic_write(args.per_query, "".join(json.dumps(r) + "\n" for r in records))
+        write_jsonl(args.per_query, records)
     if args.out is not None:
         write_json(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))

@@ -61,7 +61,7 @@ def main(argv: list[str]) -> int:
     if args.corpus is not None and args.pairs is None:
         fail(PROG, "--corpus goes with --pairs (--followir brings its own corpus)")
 
-    from joint_rag.atomic import atomic_write, write_json
+    from joint_rag.atomic import write_json, write_jsonl
     from joint_rag.data.followir import read_followir
     from joint_rag.data.formats import BeirSource
     from joint_rag.data.reading import DataError
@@ -112,7 +112,7 @@ def main(argv: list[str]) -> int:
         if any(not math.isnan(r[key]) for r in following["records"])
     }
     if args.per_query is not None:
-        atomic_write(args.per_query, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        write_jsonl(args.per_query, records)
     if args.out is not None:
         write_json(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "per_query"}, indent=2))

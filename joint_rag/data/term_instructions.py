@@ -20,14 +20,13 @@ JSONL ``joint_rag.instructions.read_instruction_pairs`` reads; ``jrag pairs`` is
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from joint_rag.atomic import atomic_write
+from joint_rag.atomic import write_jsonl
 from joint_rag.data.types import Corpus, Example, InstructionPair
 
 KINDS = ("exclude", "require", "both")
@@ -153,4 +152,4 @@ def pair_record(pair: InstructionPair) -> dict:
 
 def write_instruction_pairs(path: str | Path, pairs: Sequence[InstructionPair]) -> Path:
     """Write ``pairs`` as JSONL, atomically (a temporary file, then a rename)."""
-    return atomic_write(path, "".join(json.dumps(pair_record(p), ensure_ascii=False) + "\n" for p in pairs))
+    return write_jsonl(path, (pair_record(p) for p in pairs))
