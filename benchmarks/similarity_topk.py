@@ -5,8 +5,12 @@ dense ``torch.topk(q @ P.T, k)``, fp32, medians over interleaved repeats, peak e
 CUDA: ``similarity_topk`` (backend triton: the Triton kernel with lazy merging, or the dense
 fp32 path for searches whose scores fit in 64 MiB; ``triton_fused_path`` says which, and then
 ``triton_kernel`` times the kernel too) vs dense torch, ``torch.compile`` of dense,
-and faiss GPU flat IP when installed; on the first (N, D) of the sweep (the issue's target shape)
-also the previous Triton algorithm (``triton_fused_merge``, whole-tile merges) in the same run;
+and faiss GPU flat IP when installed; the two-pass binned-max algorithm (``triton_binmax``,
+``kernels/binmax.py``; ``binmax_recall_vs_dense``: its top-k against the dense fp32 path's on the
+first 64 queries), the dense fp32 path at every shape that fits (``dense_path``) and the bf16
+matmul alone (``matmul``, the floor an exact search can reach); on the first (N, D) of the sweep
+(the issue's target shape) also the previous Triton algorithm (``triton_fused_merge``, whole-tile
+merges) in the same run;
 bf16; median times with the L2 flushed (``triton.testing.do_bench``), achieved GB/s and TFLOP/s,
 peak extra CUDA memory per call, and how many queries the lazy kernel recomputed with torch.
 
@@ -271,9 +275,14 @@ def cuda_sweep(args: argparse.Namespace, rec: Recorder) -> None:
                     return
                 fns = {
                     "triton_fused": partial(similarity_topk, Q, P, k, backend="triton"),
+                    "triton_binmax": partial(similarity_topk_triton, Q, P, k, algo="binmax"),
                     "torch_dense": partial(dense, Q, P, k),
-                    "torch_compile": partial(compiled, Q, P, k),
+                    "matmul": partial(torch.mm, Q, P.T),
                 }
+                if not args.no_compile:
+                    fns["torch_compile"] = partial(compiled, Q, P, k)
+                if 4 * B * N <= 24 * 2**30:
+                    fns["dense_path"] = partial(dispatch.dense_topk, Q, P, k, "dot")
                 if NDs[0] == (N, D) and not args.no_merge:  # old algorithm, target shape only
                     fns["triton_fused_merge"] = partial(similarity_topk_triton, Q, P, k, algo="merge")
                 if fg is not None:
@@ -286,6 +295,16 @@ def cuda_sweep(args: argparse.Namespace, rec: Recorder) -> None:
                     fns["triton_kernel"] = partial(similarity_topk_triton, Q, P, k)
                 fns.get("triton_kernel", fns["triton_fused"])()
                 row["triton_fallback_rows"] = triton_launcher.last_fallback_rows  # torch-recomputed queries
+                try:
+                    got = fns["triton_binmax"]()[1][:64]
+                    row["binmax_tied_rows"] = triton_launcher.last_fallback_rows
+                    want = dispatch.dense_topk(Q[:64], P, k, "dot")[1]
+                    row["binmax_recall_vs_dense"] = round(
+                        sum(len(set(a) & set(b)) for a, b in zip(got.tolist(), want.tolist())) / want.numel(),
+                        5,
+                    )
+                except Exception as e:  # reported in the row, the sweep goes on
+                    row["binmax_error"] = f"{type(e).__name__}: {str(e)[:200]}"
                 row["triton_config"] = str(triton_launcher.choose_config(
                     "dot", B, k, Q.dtype, N=N, num_sms=triton_launcher.device_sms(Q.device)
                 ))  # fmt: skip
@@ -306,6 +325,13 @@ def cuda_sweep(args: argparse.Namespace, rec: Recorder) -> None:
                     row.get("triton_fused_ms"), float
                 ):
                     row["speedup_vs_dense"] = round(row["torch_dense_ms"] / row["triton_fused_ms"], 3)
+                for name in ("triton_binmax", "dense_path"):
+                    if isinstance(row.get(f"{name}_ms"), float) and isinstance(
+                        row.get("torch_dense_ms"), float
+                    ):
+                        row[f"{name}_speedup_vs_dense"] = round(row["torch_dense_ms"] / row[f"{name}_ms"], 3)
+                if isinstance(row.get("triton_binmax_ms"), float) and isinstance(row.get("matmul_ms"), float):
+                    row["binmax_over_matmul"] = round(row["triton_binmax_ms"] / row["matmul_ms"], 3)
                 if isinstance(row.get("triton_fused_merge_ms"), float) and isinstance(
                     row.get("triton_fused_ms"), float
                 ):
@@ -331,6 +357,7 @@ def main() -> None:
     parser.add_argument(
         "--no-merge", action="store_true", help="CUDA: skip the previous Triton algorithm's column"
     )
+    parser.add_argument("--no-compile", action="store_true", help="CUDA: skip the torch.compile column")
     parser.add_argument(
         "--out-dir", type=Path, default=RESULTS, help="writes <out-dir>/similarity_topk_<device>.json"
     )

@@ -42,6 +42,8 @@ DOT_ARGS = [
     "n_per_split",
     "num_splits",
 ]
+BINMAX_ARGS = [*DOT_ARGS[:4], "bmax_ptr", *DOT_ARGS[6:], "NB"]
+RESCORE_ARGS = [*DOT_ARGS[:4], "bins_ptr", "out_ptr", "B", "N", "D", "stride_qb", "stride_pn", "KB"]
 MAXSIM_ARGS = [
     "q_ptr",
     "p_ptr",
@@ -69,6 +71,8 @@ def _signature(names: list[str], dtype: str, constexprs: dict) -> dict[str, str]
         "p_scale_ptr": "*fp32",
         "out_ptr": "*i64",
         "bound_ptr": "*fp32",
+        "bmax_ptr": "*fp32",
+        "bins_ptr": "*i64",
     }
     sig = {n: ptrs.get(n, "i32") for n in names}
     sig.update({n: "constexpr" for n in constexprs})
@@ -83,9 +87,11 @@ def compile_kernel(
     m: int = 1,
     mp: int = 1,
     probe: int = 0,
+    rescore: bool = False,
 ):
     """triton.compile one kernel specialisation for ``sm_<arch>``; returns the CompiledKernel.
-    ``probe=1``: the dot kernel's timing probe (``PROBE``)."""
+    ``probe=1``: the dot kernel's timing probe (``PROBE``). A binmax config (``cfg.bins``) compiles
+    pass 1 (``dot_binmax_kernel``), or pass 2 (``bin_rescore_kernel``) with ``rescore=True``."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -100,6 +106,22 @@ def compile_kernel(
             "DOT_PRECISION": precision, "K_PAD": cfg.k_pad, "LAZY_M": cfg.lazy_m, "BLOCK_B": cfg.block_b,
             "BLOCK_N": cfg.block_n, "SUB_N": cfg.sub_n, "BLOCK_D": cfg.block_d, "M_PAD": _pow2(m), "MP_PAD": _pow2(mp), "GROUP_B": cfg.group_b,
         }  # fmt: skip
+    elif cfg.bins and rescore:
+        from .binmax import BLOCK_R
+
+        w = cfg.block_n * cfg.span_tiles // cfg.bins
+        fn, names = mod.bin_rescore_kernel, RESCORE_ARGS
+        consts = {
+            "HAS_SCALE": similarity != "dot", "BINS": cfg.bins, "SPAN": cfg.block_n * cfg.span_tiles, "W": w,
+            "BLOCK_R": BLOCK_R, "BLOCK_D": 16 if w * BLOCK_R >= 256 else 64 if w * BLOCK_R <= 32 else 32,
+        }  # fmt: skip
+    elif cfg.bins:
+        fn, names = mod.dot_binmax_kernel, BINMAX_ARGS
+        consts = {
+            "HAS_SCALE": similarity != "dot", "DOT_PRECISION": precision, "BLOCK_B": cfg.block_b,
+            "BLOCK_N": cfg.block_n, "BLOCK_D": cfg.block_d, "BINS": cfg.bins, "SPAN_TILES": cfg.span_tiles,
+            "GROUP_B": cfg.group_b,
+        }  # fmt: skip
     else:
         fn, names = mod.dot_topk_kernel, DOT_ARGS
         consts = {
@@ -113,7 +135,11 @@ def compile_kernel(
     aligned = [i for i, n in enumerate(names) if n.endswith("_ptr") or n == "D" or n.startswith("stride")]
     attrs = {(i,): [["tt.divisibility", 16]] for i in aligned}
     src = ASTSource(fn=fn, signature=_signature(names, t, consts), constexprs=consts, attrs=attrs)
-    options = {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+    options = (
+        {"num_warps": 4, "num_stages": 2}
+        if rescore
+        else {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+    )
     return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
 
 
@@ -147,8 +173,12 @@ def table_cases(quick: bool) -> list[tuple[str, str, torch.dtype, int, int, int,
             ("lazy", "cosine", torch.bfloat16, 1024, 10, 1, 1),
             ("merge", "cosine", torch.bfloat16, 1024, 10, 1, 1),
             ("lazy", "maxsim", torch.bfloat16, 64, 10, 8, 8),
+            ("binmax", "cosine", torch.bfloat16, 512, 100, 1, 1),
         ]
     cases = []
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        for B, k in [(1, 10), (64, 10), (1024, 10), (1, 100), (512, 100), (4096, 100)]:
+            cases.append(("binmax", "dot" if B == 1 else "cosine", dtype, B, k, 1, 1))
     for algo in ("lazy", "merge"):
         for dtype in (torch.bfloat16, torch.float16, torch.float32):
             for B, k in [
@@ -167,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--arch", type=int, default=90, help="compute capability x10 (90: H100/H200)")
     parser.add_argument("--quick", action="store_true", help="three configs only")
-    parser.add_argument("--algo", choices=["lazy", "merge"], help="only this algorithm's table")
+    parser.add_argument("--algo", choices=["lazy", "merge", "binmax"], help="only this algorithm's table")
     parser.add_argument("--dtype", choices=sorted(TRITON_DTYPES.values()), help="only this input dtype")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
@@ -186,18 +216,21 @@ def main(argv: list[str] | None = None) -> int:
             continue
         cfg = choose_config(sim, B, k, dtype, m, mp, algo=algo)
         label = f"{algo:5s} {sim:7s} {TRITON_DTYPES[dtype]} B={B:<5d} k={k:<4d} M={m:<3d} M'={mp:<3d} {cfg}"
-        t0 = time.time()
-        try:
-            r = resources(compile_kernel(sim, dtype, cfg, args.arch, m, mp))
-        except Exception as e:  # report every config, then fail
-            failed += 1
-            print(f"FAILED {label}: {type(e).__name__}: {str(e).splitlines()[0][:200]}", flush=True)
-            continue
-        spill = "  SPILLS" if r["local"] else ""
-        print(
-            f"ok {label} regs={r['regs']} local={r['local']} shared={r['shared']} ({time.time() - t0:.1f}s){spill}",
-            flush=True,
-        )
+        for rescore in (False, True) if cfg.bins else (False,):
+            name = f"{label}{' pass 2' if rescore else ''}"
+            t0 = time.time()
+            try:
+                r = resources(compile_kernel(sim, dtype, cfg, args.arch, m, mp, rescore=rescore))
+            except Exception as e:  # report every config, then fail
+                failed += 1
+                print(f"FAILED {name}: {type(e).__name__}: {str(e).splitlines()[0][:200]}", flush=True)
+                continue
+            spill = "  SPILLS" if r["local"] else ""
+            print(
+                f"ok {name} regs={r['regs']} local={r['local']} shared={r['shared']} "
+                f"({time.time() - t0:.1f}s){spill}",
+                flush=True,
+            )
     return 1 if failed else 0
 
 

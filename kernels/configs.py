@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import torch
 
 MAX_K = 256  # K_PAD = 256 keeps the running top-k of a 16-query block in registers
-ALGOS = ("lazy", "merge")
+ALGOS = ("lazy", "merge", "binmax")
 ALGO_ENV = "JOINT_RAG_TRITON_ALGO"
 LAZY_MS = (1, 2, 4, 8)  # candidates per query per tile the table may choose
 FALLBACK_BUDGET = 0.01  # expected queries per call recomputed by the torch path (random data)
@@ -44,6 +44,8 @@ class TopkConfig:
     num_warps: int = 4
     num_stages: int = 2
     lazy_m: int = 0  # > 0: lazy merging with this many candidates per query per tile; 0: merge
+    bins: int = 0  # binmax: bins per span (> 0 selects the two-pass binned-max algorithm)
+    span_tiles: int = 1  # binmax: tiles per span; a bin holds span_tiles * block_n / bins passages
 
 
 def _pow2(x: int) -> int:
@@ -131,6 +133,7 @@ def choose_config(
     algo: str | None = None,
     num_splits: int | None = None,
     num_sms: int = DEFAULT_SMS,
+    D: int = 768,
 ) -> TopkConfig:
     """Fixed config table (no autotuning), by similarity, batch, k, dtype, corpus size and algo.
 
@@ -145,9 +148,12 @@ def choose_config(
     Merge dot kernel: 64 queries x max(64, K_PAD) passages per tile, fewer queries when the
     running top-k is wide (K_PAD >= 128). MaxSim: about 64 rows x 64 columns of token-level
     products per ``tl.dot``, both algorithms. The interpreter gets small tiles (fast tests that
-    still cross tile and split boundaries).
+    still cross tile and split boundaries). ``algo="binmax"``: ``choose_binmax_config`` (D, the
+    feature dimension, sizes its bins).
     """
     algo = default_algo(algo)
+    if algo == "binmax":
+        return choose_binmax_config(similarity, B, k, dtype, N=N, D=D)
     k_pad = max(4, _pow2(k))
     fp32 = dtype == torch.float32
     block_d = 32 if fp32 else 64  # fp32 tiles are twice the bytes: halve BLOCK_D
@@ -188,6 +194,50 @@ def choose_config(
             return choose_config(similarity, B, k, dtype, m, mp, N=N, algo="merge")
         cfg = replace(cfg, lazy_m=lazy_m)
     return cfg
+
+
+BINMAX_BINS = 16  # bins per span: a multiple of 8, so each bin's columns of a row sit in one thread
+BINMAX_MAX_SPAN_TILES = 64
+BINMAX_CAP_BYTES = 256 * 2**20  # bin maxima of one launch at most this: larger batches go in chunks
+
+
+def binmax_span_tiles(N: int, k: int, D: int, itemsize: int, block_n: int, bins: int = BINMAX_BINS) -> int:
+    """Tiles per span (a power of two) for the binned-max algorithm, from a traffic model.
+
+    Per query, pass 1 writes N / W fp32 bin maxima and the selection reads them (8 N / W bytes);
+    pass 2 reads k bins of W passages (k W D itemsize bytes). The sum is smallest at
+    W* = sqrt(8 N / (k D itemsize)); W = span_tiles * block_n / bins is the nearest power of two
+    (at least one tile per span). N = 1e6, D = 768, bf16: W* = 7.2 at k = 100 (W = 8, one tile),
+    22.8 at k = 10 (W = 32, four tiles: the cost is symmetric in log W).
+    """
+    w_star = math.sqrt(8 * max(N, 1) / (max(k, 1) * max(D, 1) * itemsize))
+    per_tile = block_n // bins
+    tiles = max(1.0, w_star / per_tile)
+    return int(min(BINMAX_MAX_SPAN_TILES, 1 << round(math.log2(tiles))))
+
+
+def choose_binmax_config(
+    similarity: str, B: int, k: int, dtype: torch.dtype, *, N: int = 1_000_000, D: int = 768
+) -> TopkConfig:
+    """Config of the binned-max algorithm (dot, cosine, flat_cosine): no running top-k in
+    registers, so up to 128 queries x 128 passages per tile at every k; 16 strided bins per span,
+    spans of ``binmax_span_tiles`` tiles. The interpreter gets 16 x 16 tiles, 4 bins and two tiles
+    per span (bins of 8 passages that cross tile boundaries)."""
+    if similarity == "maxsim":
+        raise ValueError("algo='binmax' supports dot, cosine and flat_cosine; use lazy or merge for maxsim")
+    fp32 = dtype == torch.float32
+    block_d = 32 if fp32 else 64
+    if interpreting():
+        return TopkConfig(16, 16, 16, 32, bins=4, span_tiles=2)
+    block_b = next(b for b in (128, 64, 32, 16) if b <= max(16, _pow2(B)))
+    block_n = 128
+    itemsize = 4 if fp32 else 2
+    span_tiles = binmax_span_tiles(N, k, D, itemsize, block_n)
+    warps = 8 if block_b * block_n >= 64 * 128 else 4
+    return TopkConfig(
+        16, block_b, block_n, block_d, num_warps=warps, num_stages=2 if fp32 else 3,
+        bins=BINMAX_BINS, span_tiles=span_tiles,
+    )  # fmt: skip
 
 
 _SMS: dict[int, int] = {}

@@ -9,12 +9,20 @@ recomputed in fp32 from the gathered rows::
 so gradients reach the queries and only the selected passage rows (through index_select's
 backward), never a dense (B, N) score matrix.
 
-Small searches on CUDA (``auto`` or ``triton``): when the dense fp32 score matrix would take at
-most ``DENSE_CAP_BYTES`` (64 MiB; $JOINT_RAG_DENSE_CAP_MIB), one cuBLAS matmul with fp32 output
-and ``torch.topk`` is faster than the fused kernel (launch, host sync and second pass dominate
-there; H200: 0.10 vs 0.28 ms at B = 1, N = 1e5, d = 768). That path holds B*N*4 bytes <= the cap;
-the O(B*k) extra memory of the fused kernel holds above it. ``last_path`` says which path the
-latest call took.
+CUDA searches (``auto`` or ``triton``) take one of two paths, ``dense_topk`` (one cuBLAS matmul
+with fp32 output, then ``torch.topk``; extra memory B*N*4 bytes) or the fused kernel (extra memory
+O(B*k)), chosen by ``cuda_path``:
+
+- on a GPU with a measured table (``measured.py``: the H200 sweep), the path that was faster at
+  the nearest benchmarked shape, if the dense scores fit the dense budget: 25% of the device's
+  memory, or $JOINT_RAG_DENSE_CAP_MIB (0 turns the dense path off);
+- elsewhere (other GPUs, fp32, shapes outside the table), dense when B*N*4 bytes <= 64 MiB
+  (``DENSE_CAP_BYTES``, or $JOINT_RAG_DENSE_CAP_MIB): small searches, where the kernel's launch,
+  host sync and second pass dominate (H200: 0.12 vs 0.32 ms at B = 1, N = 1e5, d = 768).
+
+MaxSim always takes the kernel. So the O(B*k) memory promise holds on the kernel path; on the
+dense path the extra memory is the B*N*4-byte score matrix, within the budget above.
+``last_path`` says which path the latest call took.
 """
 
 from __future__ import annotations
@@ -30,14 +38,27 @@ from .reference import similarity as dense_similarity
 BACKENDS = ("auto", "torch", "triton")
 BACKEND_ENV = "JOINT_RAG_SIMILARITY_BACKEND"
 DENSE_CAP_ENV = "JOINT_RAG_DENSE_CAP_MIB"
-DENSE_CAP_BYTES = 64 * 2**20  # dense fp32 scores (token products for maxsim) below this: dense path
+DENSE_CAP_BYTES = 64 * 2**20  # no measured table: dense fp32 scores up to this take the dense path
+DENSE_MEMORY_FRACTION = 0.25  # measured table: dense scores up to this share of the device memory
 last_path = ""  # "dense", "triton" or "torch": the path of the latest similarity_topk call
 
 
-def dense_cap_bytes() -> int:
-    """$JOINT_RAG_DENSE_CAP_MIB (0 turns the dense path off), else DENSE_CAP_BYTES."""
+def dense_cap_bytes(default: int = DENSE_CAP_BYTES) -> int:
+    """$JOINT_RAG_DENSE_CAP_MIB (0 turns the dense path off), else ``default``."""
     env = os.environ.get(DENSE_CAP_ENV)
-    return int(float(env) * 2**20) if env not in (None, "") else DENSE_CAP_BYTES
+    return int(float(env) * 2**20) if env not in (None, "") else default
+
+
+_DEVICE: dict[int, tuple[str, int]] = {}
+
+
+def _device_info(device: torch.device) -> tuple[str, int]:
+    """(name, total memory in bytes) of a CUDA device, cached (no driver call per search)."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _DEVICE:
+        props = torch.cuda.get_device_properties(index)
+        _DEVICE[index] = (props.name, props.total_memory)
+    return _DEVICE[index]
 
 
 _MM_OUT_DTYPE: dict[torch.dtype, bool] = {}
@@ -57,14 +78,35 @@ def _mm_fp32_ok(dtype: torch.dtype) -> bool:
     return _MM_OUT_DTYPE[dtype]
 
 
-def dense_fits(queries: Tensor, passages: Tensor, similarity: str) -> bool:
-    """Take ``dense_topk``: CUDA, dot/cosine/flat_cosine (maxsim's token products always go to
-    the kernel), fp32 output available for the dtype, and B*N*4 bytes <= ``dense_cap_bytes()``."""
-    if not queries.is_cuda or similarity == "maxsim":
-        return False
-    if 4 * queries.shape[0] * passages.shape[0] > dense_cap_bytes():
-        return False
-    return _mm_fp32_ok(passages.dtype)
+def path_for(
+    B: int, N: int, D: int, k: int, dtype: torch.dtype, similarity: str, device_name: str, total_memory: int
+) -> str:
+    """The dispatch rule (pure): ``dense`` or ``triton`` for a CUDA search of B queries against N
+    D-dimensional passages on a device with this name and memory (see the module docstring)."""
+    from .measured import measured_path
+
+    if similarity == "maxsim":
+        return "triton"
+    choice = measured_path(device_name, B, N, D, k, dtype)
+    scores_bytes = 4 * B * N
+    if choice is None:  # no table for this device, dtype or shape: small searches go dense
+        return "dense" if scores_bytes <= dense_cap_bytes() else "triton"
+    fits = scores_bytes <= dense_cap_bytes(int(DENSE_MEMORY_FRACTION * total_memory))
+    return "dense" if choice == "dense" and fits else "triton"
+
+
+def cuda_path(queries: Tensor, passages: Tensor, k: int, similarity: str) -> str:
+    """``path_for`` this search; CPU tensors and dtypes without an fp32-output matmul: ``triton``."""
+    if not queries.is_cuda or similarity == "maxsim" or not _mm_fp32_ok(passages.dtype):
+        return "triton"
+    name, total = _device_info(queries.device)
+    D = passages[0].numel()  # flat_cosine scores M*D-dimensional vectors
+    return path_for(queries.shape[0], passages.shape[0], D, k, passages.dtype, similarity, name, total)
+
+
+def dense_fits(queries: Tensor, passages: Tensor, similarity: str, k: int = 10) -> bool:
+    """Whether ``similarity_topk`` takes ``dense_topk`` for this search (``cuda_path``)."""
+    return cuda_path(queries, passages, k, similarity) == "dense"
 
 
 def dense_topk(queries: Tensor, passages: Tensor, k: int, similarity: str) -> tuple[Tensor, Tensor]:
@@ -136,8 +178,8 @@ def similarity_topk(
             flattened R*D vectors, CLaRa) or ``maxsim`` (ColBERT: sum over query vectors of the
             max dot over passage vectors).
         backend: ``auto`` (Triton on CUDA, torch otherwise), ``torch`` or ``triton``; default
-            from $JOINT_RAG_SIMILARITY_BACKEND, else ``auto``. On CUDA, searches whose dense fp32
-            scores fit in ``dense_cap_bytes()`` (64 MiB) take ``dense_topk`` instead of the kernel.
+            from $JOINT_RAG_SIMILARITY_BACKEND, else ``auto``. On CUDA, ``cuda_path`` picks
+            ``dense_topk`` or the kernel (a measured table on the H200, else dense up to 64 MiB).
         chunk_size: passages per chunk on the torch path.
 
     Returns:
@@ -150,7 +192,7 @@ def similarity_topk(
     check_inputs(queries, passages, k, similarity)
     chosen = resolve_backend(queries, k, backend)
     with torch.no_grad():
-        if chosen == "triton" and dense_fits(queries, passages, similarity):
+        if chosen == "triton" and cuda_path(queries, passages, k, similarity) == "dense":
             last_path = "dense"
             scores, indices = dense_topk(queries, passages, k, similarity)
         elif chosen == "triton":

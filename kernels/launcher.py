@@ -44,11 +44,8 @@ from .configs import (  # noqa: F401  (re-exported: tests, compile_check, benchm
     keep_width,
     num_splits_for,
 )
+from .keys import _MIN_KEY, pack_keys, unpack_keys  # noqa: F401  (re-exported: tests, benchmarks)
 from .reference import check_inputs, check_similarity, pool, similarity_topk_torch
-
-_LOW_MASK = 0xFFFFFFFF
-_INT_MAX = 2147483647
-_MIN_KEY = -(2**63)
 
 last_fallback_rows = 0  # queries recomputed by the torch path in the latest lazy call
 
@@ -80,20 +77,6 @@ def kernels_module() -> ModuleType:
     if (interpreting(), mod.default_topk_impl()) != (mod.INTERPRET, mod.TOPK_IMPL):
         mod = importlib.reload(mod)
     return mod
-
-
-def pack_keys(scores: Tensor, indices: Tensor) -> Tensor:
-    """Torch twin of the kernel's ``_pack``: fp32 scores + int64 indices -> sortable int64 keys."""
-    bits = scores.float().contiguous().view(torch.int32)
-    bits = bits ^ ((bits >> 31) & 0x7FFFFFFF)
-    return (bits.long() << 32) | (_INT_MAX - indices)
-
-
-def unpack_keys(keys: Tensor) -> tuple[Tensor, Tensor]:
-    """int64 keys -> (fp32 scores, int64 indices); inverse of ``pack_keys``."""
-    hi = (keys >> 32).to(torch.int32)
-    bits = hi ^ ((hi >> 31) & 0x7FFFFFFF)
-    return bits.view(torch.float32), _INT_MAX - (keys & _LOW_MASK)
 
 
 def _inv_norms(p: Tensor) -> Tensor:
@@ -211,12 +194,14 @@ def similarity_topk_triton(
         num_splits: passage splits (default: fill the GPU); config: override ``choose_config``.
         autotune: on CUDA, time ``candidate_configs`` once per shape bucket and keep the fastest
             (default: $JOINT_RAG_TRITON_AUTOTUNE=1); otherwise the fixed table.
-        algo: ``lazy`` or ``merge`` (default $JOINT_RAG_TRITON_ALGO, else ``lazy``); ignored when
-            ``config`` is given (its ``lazy_m`` decides).
+        algo: ``lazy``, ``merge`` or ``binmax`` (the two-pass binned-max search, ``binmax.py``;
+            dot, cosine and flat_cosine); default $JOINT_RAG_TRITON_ALGO, else ``lazy``. Ignored
+            when ``config`` is given (its ``bins`` and ``lazy_m`` decide).
 
     Returns:
         scores (B, min(k, N)) fp32 sorted descending, indices (B, min(k, N)) int64.
     """
+    global last_fallback_rows
     check_similarity(similarity)
     queries, passages = pool(queries, passages, similarity)
     check_inputs(queries, passages, k, similarity)
@@ -239,8 +224,14 @@ def similarity_topk_triton(
     q, p, scales = _prepare(queries, passages, similarity)
     m, mp = (q.shape[1], p.shape[1]) if similarity == "maxsim" else (1, 1)
     cfg = config or choose_config(
-        similarity, B, k, p.dtype, m, mp, N=N, algo=algo, num_splits=num_splits, num_sms=device_sms(q.device)
-    )
+        similarity, B, k, p.dtype, m, mp, N=N, algo=algo, num_splits=num_splits, num_sms=device_sms(q.device),
+        D=q.shape[-1],
+    )  # fmt: skip
+    if cfg.bins:  # the two-pass binned-max algorithm (binmax.py)
+        from .binmax import binmax_search
+
+        scores, indices, last_fallback_rows = binmax_search(mod, q, p, scales, k, cfg, num_splits)
+        return scores, indices
     if autotune is None:
         autotune = os.environ.get(AUTOTUNE_ENV, "0") not in ("", "0")
     if autotune and config is None and q.is_cuda and not interpreting():

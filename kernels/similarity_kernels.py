@@ -390,3 +390,119 @@ def maxsim_topk_kernel(
             keys = _pack(tile2, offs_n[None, :], mask_b[:, None] & mask_n[None, :])  # (BLOCK_B, BLOCK_N)
             top = _merge(top, keys, K_PAD, BLOCK_N)
     _store(out_ptr, bound_ptr, top, buf, theta, bound, offs_b, mask_b, pid_s, num_splits, LAZY_M)
+
+
+# ---- binned-max two-pass search (algo="binmax"; launcher in binmax.py, proof there) -------------
+
+
+@triton.jit(do_not_specialize=_NO_SPECIALIZE + ["NB"])
+def dot_binmax_kernel(
+    q_ptr,  # (B, D) queries, rows stride_qb apart, unit stride along D
+    p_ptr,  # (N, D) passages, rows stride_pn apart, unit stride along D
+    q_scale_ptr,  # (B,) fp32 per-query factor (1/||q|| for cosine); read only if HAS_SCALE
+    p_scale_ptr,  # (N,) fp32 per-passage factor (1/||p|| for cosine); read only if HAS_SCALE
+    bmax_ptr,  # (B, NB) fp32 bin maxima, contiguous; NB = ceil(N / SPAN) * BINS
+    B,
+    N,
+    D,
+    stride_qb,
+    stride_pn,
+    n_per_split,  # passages per split, a multiple of SPAN = BLOCK_N * SPAN_TILES
+    num_splits,
+    NB,
+    HAS_SCALE: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,  # "ieee" for fp32 inputs (no tf32 rounding), None for 16-bit
+    BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BINS: tl.constexpr,  # bins per span; bin j of span g holds passages g*SPAN + j + BINS*u
+    SPAN_TILES: tl.constexpr,  # tiles per span: a bin holds SPAN_TILES * BLOCK_N / BINS passages
+    GROUP_B: tl.constexpr,
+):
+    """Pass 1: score every tile as ``dot_topk_kernel`` does, keep only each bin's maximum.
+
+    A tile's column c goes to bin c % BINS (strided bins: with BINS a multiple of 8 every bin's
+    columns of a row sit in one thread of the tensor-core accumulator layout, so the reduction
+    needs no shuffle), and a bin runs over SPAN_TILES consecutive tiles (an elementwise max of
+    registers). Per score that is one max; there is no top-k, no key and no branch per tile.
+    """
+    pid_b, pid_s = _program_ids(B, num_splits, BLOCK_B, GROUP_B)
+    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)  # (BLOCK_B,)
+    mask_b = offs_b < B
+    q_rows = q_ptr + offs_b.to(tl.int64)[:, None] * stride_qb  # (BLOCK_B, 1)
+    n_start = pid_s * n_per_split
+    n_end = tl.minimum(n_start + n_per_split, N)
+    if HAS_SCALE:
+        q_scale = tl.load(q_scale_ptr + offs_b, mask=mask_b, other=0.0)  # (BLOCK_B,)
+    SPAN: tl.constexpr = BLOCK_N * SPAN_TILES
+    out_rows = bmax_ptr + offs_b.to(tl.int64)[:, None] * NB  # (BLOCK_B, 1)
+    for s0 in range(n_start, n_end, SPAN):
+        run = tl.full((BLOCK_B, BINS), float("-inf"), tl.float32)  # (BLOCK_B, BINS)
+        for t in range(0, SPAN_TILES):
+            offs_n = s0 + t * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,)
+            mask_n = offs_n < n_end
+            p_cols = p_ptr + offs_n.to(tl.int64)[None, :] * stride_pn  # (1, BLOCK_N)
+            acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)  # (BLOCK_B, BLOCK_N)
+            for d0 in range(0, D, BLOCK_D):
+                offs_d = d0 + tl.arange(0, BLOCK_D)  # (BLOCK_D,)
+                mask_d = offs_d < D
+                q = tl.load(q_rows + offs_d[None, :], mask=mask_b[:, None] & mask_d[None, :], other=0.0)
+                p = tl.load(p_cols + offs_d[:, None], mask=mask_d[:, None] & mask_n[None, :], other=0.0)
+                acc = tl.dot(q, p, acc, input_precision=DOT_PRECISION)  # (BLOCK_B, BLOCK_N)
+            if HAS_SCALE:
+                p_scale = tl.load(p_scale_ptr + offs_n, mask=mask_n, other=0.0)  # (BLOCK_N,)
+                acc = acc * q_scale[:, None] * p_scale[None, :]
+            s = tl.where(mask_n[None, :], acc, float("-inf"))  # (BLOCK_B, BLOCK_N)
+            s3 = tl.reshape(s, (BLOCK_B, BLOCK_N // BINS, BINS))  # column c -> (c // BINS, c % BINS)
+            run = tl.maximum(run, tl.max(s3, axis=1))  # (BLOCK_B, BINS)
+        bins = (s0 // SPAN) * BINS + tl.arange(0, BINS)  # (BINS,) global bin ids
+        tl.store(out_rows + bins[None, :], run, mask=mask_b[:, None])
+
+
+@triton.jit(do_not_specialize=["B", "N", "KB"])
+def bin_rescore_kernel(
+    q_ptr,  # (B, D) queries, rows stride_qb apart, unit stride along D
+    p_ptr,  # (N, D) passages, rows stride_pn apart, unit stride along D
+    q_scale_ptr,  # (B,) fp32; read only if HAS_SCALE
+    p_scale_ptr,  # (N,) fp32; read only if HAS_SCALE
+    bins_ptr,  # (B, KB) int64 selected bin ids per query, contiguous
+    out_ptr,  # (B, KB * W) int64 packed keys of the selected bins' passages, contiguous
+    B,
+    N,
+    D,
+    stride_qb,
+    stride_pn,
+    KB,
+    HAS_SCALE: tl.constexpr,
+    BINS: tl.constexpr,
+    SPAN: tl.constexpr,
+    W: tl.constexpr,  # passages per bin = SPAN // BINS
+    BLOCK_R: tl.constexpr,  # selected bins per program
+    BLOCK_D: tl.constexpr,
+):
+    """Pass 2: exact fp32 scores of the passages of each query's selected bins, as packed keys.
+    Grid (B, cdiv(KB, BLOCK_R)); a passage id >= N (the tail span) gets MIN_KEY."""
+    b = tl.program_id(0)
+    offs_r = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)  # (BLOCK_R,)
+    mask_r = offs_r < KB
+    row = b.to(tl.int64)
+    bins = tl.load(bins_ptr + row * KB + offs_r, mask=mask_r, other=0)  # (BLOCK_R,) int64
+    first = (bins // BINS) * SPAN + bins % BINS  # (BLOCK_R,) first passage of each bin
+    ids = first[:, None] + BINS * tl.arange(0, W)[None, :]  # (BLOCK_R, W) int64
+    ok = mask_r[:, None] & (ids < N)  # (BLOCK_R, W)
+    acc = tl.zeros((BLOCK_R, W), dtype=tl.float32)
+    for d0 in range(0, D, BLOCK_D):
+        offs_d = d0 + tl.arange(0, BLOCK_D)  # (BLOCK_D,)
+        mask_d = offs_d < D
+        qv = tl.load(q_ptr + row * stride_qb + offs_d, mask=mask_d, other=0.0).to(tl.float32)  # (BLOCK_D,)
+        pv = tl.load(
+            p_ptr + ids[:, :, None] * stride_pn + offs_d[None, None, :],
+            mask=ok[:, :, None] & mask_d[None, None, :],
+            other=0.0,
+        ).to(tl.float32)  # (BLOCK_R, W, BLOCK_D)
+        acc += tl.sum(pv * qv[None, None, :], axis=2)
+    if HAS_SCALE:
+        acc = acc * tl.load(q_scale_ptr + b) * tl.load(p_scale_ptr + ids, mask=ok, other=0.0)
+    keys = _pack(acc, ids.to(tl.int32), ok)  # (BLOCK_R, W)
+    out = out_ptr + row * KB * W + offs_r[:, None] * W + tl.arange(0, W)[None, :]
+    tl.store(out, keys, mask=mask_r[:, None])

@@ -80,3 +80,38 @@ def test_pack_keys_order_and_roundtrip():
     order = keys.argsort(descending=True)
     assert bool((s[order][:-1] >= s[order][1:]).all())
     assert order.tolist().index(2) < order.tolist().index(8), "equal scores: smaller index first"
+
+
+def test_measured_dispatch_table_is_built_from_the_committed_benchmark():
+    """kernels/measured.py's H200 entry is what its builder makes of the committed run-3 JSON."""
+    import json
+    from pathlib import Path
+
+    from joint_rag.kernels import measured
+
+    bench = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "similarity_topk_h200.json"
+    assert measured.build(json.loads(bench.read_text())) == measured.TABLES["NVIDIA H200"]
+
+
+def test_dispatch_picks_the_measured_faster_path_within_the_memory_budget(monkeypatch):
+    from joint_rag.kernels.dispatch import DENSE_CAP_ENV, path_for
+
+    monkeypatch.delenv(DENSE_CAP_ENV, raising=False)
+    h200 = lambda B, N, D, k, sim="cosine", dtype=torch.bfloat16, mem=141 * 2**30: path_for(  # noqa: E731
+        B, N, D, k, dtype, sim, "NVIDIA H200", mem
+    )
+    # run 3: kernel 3.66 ms vs dense >= 4.85 ms at B = 512, N = 1e6, d = 768, k = 100
+    assert h200(512, 1_000_000, 768, 100) == "triton"
+    # N = 1e5, d = 768, B = 256: the kernel was 0.53-0.58x dense; 100 MB of scores fit the budget
+    assert h200(256, 100_000, 768, 10) == "dense" and h200(300, 90_000, 700, 12) == "dense"
+    # measured both ways at B = 16, N = 1e6, d = 4096: the kernel won (2.15 vs 2.30 ms)
+    assert h200(16, 1_000_000, 4096, 10) == "triton"
+    assert h200(4096, 100_000, 4096, 100) == "dense"
+    assert h200(4096, 100_000, 4096, 100, mem=4 * 2**30) == "triton"  # 1.6 GB of scores > 25% of 4 GB
+    assert h200(4, 100_000, 768, 10, sim="maxsim") == "triton"
+    # outside the table (N = 1e7, other GPUs, fp32): the 64 MiB rule
+    assert h200(1, 10_000_000, 768, 10) == "dense" and h200(64, 10_000_000, 768, 10) == "triton"
+    assert path_for(256, 100_000, 768, 10, torch.bfloat16, "dot", "NVIDIA A100", 2**36) == "triton"
+    assert h200(256, 100_000, 768, 10, dtype=torch.float32) == "triton"
+    monkeypatch.setenv(DENSE_CAP_ENV, "0")
+    assert h200(256, 100_000, 768, 10) == "triton" and h200(1, 1000, 768, 10) == "triton"
