@@ -4,7 +4,10 @@
 # written under $OUT (default benchmarks/results):
 #   gpu_info.txt, gpu_tests.log, similarity_topk_<h100|h200|...>.json, gpu_bench.log,
 #   similarity_topk_probe_<h100|h200>.json, gpu_probe.log
-# Usage:  OUT=/some/dir bash benchmarks/gpu_check.sh [all|tests|bench|probe]
+# Usage:  OUT=/some/dir bash benchmarks/gpu_check.sh [all|tests|bench|probe|binmax]
+#   binmax: the binned-max round (about 6 min): its gpu tests (TEST_TIMEOUT, default 100 s), the
+#   binmax probe (benchmarks/binmax_probe.py, PROBE_BUDGET 120 s) and the sweep (BENCH_BUDGET 120 s,
+#   --no-compile --no-merge), writing binmax_gpu_tests.log, binmax_probe_<gpu>.json and the sweep JSON.
 # Knobs:  PY (python to use), TEST_TIMEOUT (s, default 110), BENCH_BUDGET (s of sweep, default 90;
 #         the sweep is killed 35 s after it), BENCH_ARGS (extra benchmark arguments, e.g. --quick),
 #         PROBE_BUDGET (s of the config/cost probe, default 150; killed 60 s after it).
@@ -63,5 +66,21 @@ if [ "$WHAT" = all ] || [ "$WHAT" = probe ]; then
   prc=${PIPESTATUS[0]}
   echo "probe exit code: $prc" | tee -a "$OUT/gpu_probe.log"
   [ "$rc" -eq 0 ] && rc=$prc
+fi
+if [ "$WHAT" = binmax ]; then
+  PYTHONSAFEPATH=1 timeout "${TEST_TIMEOUT:-100}" "$PY" -m pytest -q -m gpu -k "binmax or table_configs" \
+    tests/kernels/test_similarity_topk_gpu.py 2>&1 | tee "$OUT/binmax_gpu_tests.log" | tail -15
+  rc=${PIPESTATUS[0]}
+  echo "binmax gpu tests exit code: $rc" | tee -a "$OUT/binmax_gpu_tests.log"
+  timeout "$(( ${PROBE_BUDGET:-120} + 40 ))" "$PY" benchmarks/binmax_probe.py --budget-s "${PROBE_BUDGET:-120}" \
+    --out-dir "$OUT" 2>&1 | tee "$OUT/binmax_probe.log" | tail -3 | cut -c1-400
+  prc=${PIPESTATUS[0]}
+  echo "binmax probe exit code: $prc" | tee -a "$OUT/binmax_probe.log"
+  timeout "$(( ${BENCH_BUDGET:-120} + 35 ))" "$PY" benchmarks/similarity_topk.py --device cuda --no-compile \
+    --no-merge --budget-s "${BENCH_BUDGET:-120}" --out-dir "$OUT" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/gpu_bench.log" | tail -4
+  brc=${PIPESTATUS[0]}
+  echo "benchmark exit code: $brc" | tee -a "$OUT/gpu_bench.log"
+  [ "$rc" -eq 0 ] && rc=$prc
+  [ "$rc" -eq 0 ] && rc=$brc
 fi
 exit "$rc"

@@ -126,3 +126,27 @@ def test_binmax_config_at_benchmark_shapes(monkeypatch):
     assert (small.block_b, small.num_warps, small.block_d) == (16, 4, 32)
     assert configs.binmax_span_tiles(1000, 1000, 4096, 2, 128) == 1  # never below one tile
     assert dataclasses.replace(small, bins=0).bins == 0
+
+
+@pytest.mark.slow
+def test_binmax_probe_dry_run(tmp_path):
+    """benchmarks/binmax_probe.py end to end in the interpreter (fresh process, about 25 s)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    cmd = [
+        sys.executable,
+        str(root / "benchmarks" / "binmax_probe.py"),
+        "--dry-run",
+        "--out-dir",
+        str(tmp_path),
+    ]
+    r = subprocess.run(
+        cmd, env={**os.environ, "TRITON_INTERPRET": "1"}, capture_output=True, text=True, timeout=600
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    rows = json.loads((tmp_path / "binmax_probe_dry_run.json").read_text())["rows"]
+    assert rows and all("error" not in row and row["recall"] == 1.0 for row in rows)

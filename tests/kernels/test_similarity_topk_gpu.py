@@ -143,3 +143,27 @@ def test_gpu_sort_row_topk(monkeypatch):
     got = similarity_topk_triton(q, p, 10)
     assert torch.equal(got[1], want[1])
     torch.testing.assert_close(got[0], want[0])
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize(
+    "sim, dtype",
+    [("dot", torch.bfloat16), ("cosine", torch.bfloat16), ("dot", torch.float32)],
+    ids=lambda x: str(x).replace("torch.", ""),
+)
+def test_gpu_binmax(sim, dtype):
+    """The two-pass binned-max search (kernels/binmax.py) compiled: B = 1, odd N, k = 1 / 100, a
+    large ragged batch, k > N, and ties at tau (every passage five times); each (B bucket, k)
+    compiles its own pass-1 config (about 4 compiles per variant)."""
+    for B, N, k in [(1, 100_003, 10), (300, 20_011, 1), (600, 200_003, 100), (5, 50, 100)]:
+        q, p = gpu_inputs(sim, B, N, dtype)
+        check_gpu(q, p, k, sim, *similarity_topk_triton(q, p, k, sim, algo="binmax"), dtype)
+    q, p = gpu_inputs(sim, 70, 4_000, dtype)
+    p5 = p.repeat(5, 1)  # (20_000, D): equal bin maxima at tau
+    scores, indices = similarity_topk_triton(q, p5, 100, sim, algo="binmax")
+    assert launcher.last_fallback_rows > 0
+    ref_s, _ = similarity_topk_torch(q, p5, 100, sim)
+    torch.testing.assert_close(scores, ref_s, atol=1e-4 * (ref_s.abs().max().item() + 1.0), rtol=0)
+    for row in indices.tolist():  # of equal scores the smaller index (copies are 4_000 apart)
+        assert all(i - 4_000 in row for i in row if i >= 4_000)
