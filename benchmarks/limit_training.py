@@ -90,6 +90,32 @@ def run(row: str, seed: int, root: Path, extra: list[str]) -> dict:
     }
 
 
+def plot(runs: list[dict], path: Path) -> None:
+    """recall@2/10/20 per row on LIMIT-small: every seed as a dot, the mean as a bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(dict.fromkeys(r["row"] for r in runs))
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    width = 0.26
+    for j, m in enumerate(METRICS):
+        for i, row in enumerate(rows):
+            vals = [r[m] for r in runs if r["row"] == row]
+            x = i + (j - 1) * width
+            ax.bar(x, statistics.fmean(vals), width, color=f"C{j}", alpha=0.6, label=m if i == 0 else None)
+            ax.plot([x] * len(vals), vals, "k.", ms=4)
+    ax.set_xticks(range(len(rows)), rows)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("LIMIT-small recall")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title("trained on LIMIT-style data, evaluated on LIMIT-small (dots: seeds)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
@@ -97,7 +123,11 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=REPO / "checkpoints" / "limit_train")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="an extra LightningCLI flag")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--plot", type=Path, help="only plot the runs of --out to this PNG")
     args = parser.parse_args()
+    if args.plot:
+        plot(json.loads(args.out.read_text())["runs"], args.plot)
+        return
     if not LIMIT.is_dir():
         raise SystemExit(f"{LIMIT}: LIMIT-small is needed (../shared/data)")
     runs = []

@@ -86,12 +86,17 @@ def test_bad_data_file_is_one_line(tmp_path, capsys):
     assert err.startswith("jrag fit: error: ") and "squad.json" in err
 
 
-def test_traceback_flag_and_environment_show_the_trace(tmp_path):
+def test_traceback_flag_and_environment_show_the_trace(tmp_path, monkeypatch):
     flag = "--model.selector.init_args.k=9"
-    for args, env in ([["--traceback"], {}], [[], {"JRAG_TRACEBACK": "1"}]):
-        res = run_jrag([*args, "fit", "-c", SMOKE, flag, f"--trainer.default_root_dir={tmp_path}"], **env)
-        assert res.returncode != 0 and "Traceback (most recent call last)" in res.stderr
-        assert "K must be <= C" in res.stderr
+    res = run_jrag(["--traceback", "fit", "-c", SMOKE, flag, f"--trainer.default_root_dir={tmp_path}"])
+    assert res.returncode != 0 and "Traceback (most recent call last)" in res.stderr
+    assert "K must be <= C" in res.stderr
+    # the environment variable, in process (one subprocess start is enough): the error propagates
+    monkeypatch.setenv("JRAG_TRACEBACK", "1")
+    with pytest.raises(ValueError, match="K must be <= C"):
+        main(["fit", "-c", SMOKE, flag, f"--trainer.default_root_dir={tmp_path}"])
+    monkeypatch.setenv("JRAG_TRACEBACK", "0")
+    assert main(["fit", "-c", SMOKE, flag, f"--trainer.default_root_dir={tmp_path}"]) == 2
 
 
 def test_smoke_fit_leaves_csv_logs_a_last_checkpoint_and_says_where(tmp_path):
