@@ -44,7 +44,9 @@ def test_pass_one_writes_each_bins_maximum(sim):
 
 @needs_triton
 @pytest.mark.parametrize(
-    "sim, dtype", [(s, torch.float32) for s in BIN_SIMS] + [("dot", torch.float16)], ids=lambda x: str(x)[6:]
+    "sim, dtype",
+    [(s, torch.float32) for s in BIN_SIMS] + [("dot", torch.float16)],
+    ids=lambda x: str(x).replace("torch.", ""),
 )
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"B{s[0]}-N{s[1]}-k{s[2]}")
 def test_binmax_matches_reference(sim, dtype, shape):
