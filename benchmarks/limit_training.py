@@ -53,9 +53,11 @@ def jrag(*args: str) -> None:
     subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
-def run(row: str, seed: int, root: Path, extra: list[str]) -> dict:
+def run(row: str, seed: int, root: Path, extra: list[str], report_only: bool = False) -> dict | None:
     folder = root / row / f"seed{seed}"
     result = folder / "limit.json"
+    if not result.is_file() and report_only:
+        return None
     if not result.is_file():
         t0 = time.perf_counter()
         configs = ["-c", "experiments/quickstart.yaml", "-c", "experiments/ablations/base/limit_train.yaml"]
@@ -124,6 +126,7 @@ def main() -> None:
     parser.add_argument("--set", dest="extra", action="append", default=[], help="an extra LightningCLI flag")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--plot", type=Path, help="only plot the runs of --out to this PNG")
+    parser.add_argument("--report-only", action="store_true", help="collect finished runs, train nothing")
     args = parser.parse_args()
     if args.plot:
         plot(json.loads(args.out.read_text())["runs"], args.plot)
@@ -133,7 +136,10 @@ def main() -> None:
     runs = []
     for row in args.rows:
         for seed in args.seeds:
-            runs.append(run(row, seed, args.root, args.extra))
+            got = run(row, seed, args.root, args.extra, args.report_only)
+            if got is None:
+                continue
+            runs.append(got)
             means = {
                 r: {m: statistics.fmean(x[m] for x in runs if x["row"] == r) for m in METRICS}
                 for r in dict.fromkeys(x["row"] for x in runs)

@@ -117,6 +117,12 @@ def binmax_search(
     """
     global last_chunks
     B, N = q.shape[0], p.shape[0]
+    if B == 0:
+        return (
+            q.new_empty((0, k), dtype=torch.float32),
+            torch.empty((0, k), dtype=torch.long, device=q.device),
+            0,
+        )
     nb = binmax_layout(N, cfg)[2]
     chunk = query_chunk(B, N, cfg)
     last_chunks = -(-B // chunk)

@@ -112,6 +112,13 @@ def test_query_chunks_when_bin_maxima_exceed_the_cap(monkeypatch):
     torch.testing.assert_close(got[0], want[0])
 
 
+@needs_triton
+def test_binmax_empty_batch():
+    q, p = make_inputs("dot", B=0, N=50, D=8)
+    scores, indices = similarity_topk_triton(q, p, 3, algo="binmax")
+    assert scores.shape == indices.shape == (0, 3) and indices.dtype == torch.int64
+
+
 def test_binmax_refuses_maxsim():
     with pytest.raises(ValueError, match="binmax.*maxsim"):
         choose_config("maxsim", 4, 5, torch.float32, 2, 2, algo="binmax")
