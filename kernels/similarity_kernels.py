@@ -247,6 +247,33 @@ def _store(
     tl.store(out, top, mask=mask_b[:, None])
 
 
+@triton.jit
+def _score_tile(
+    q_rows, p_ptr, p_scale_ptr, q_scale, offs_n, mask_b, mask_n, D, stride_pn,
+    HAS_SCALE: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    """One (BLOCK_B, BLOCK_N) fp32 score tile of the dot kernels: ``tl.dot`` over BLOCK_D steps of
+    D (masked tails), times the cosine factors when HAS_SCALE (the inputs stay as given).
+
+    Args:
+        q_rows: (BLOCK_B, 1) query row pointers; offs_n: (BLOCK_N,) passage ids; mask_b (BLOCK_B,),
+        mask_n (BLOCK_N,) valid queries and passages; q_scale: (BLOCK_B,) fp32 1/||q||.
+    """
+    p_cols = p_ptr + offs_n.to(tl.int64)[None, :] * stride_pn  # (1, BLOCK_N)
+    acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)  # (BLOCK_B, BLOCK_N)
+    for d0 in range(0, D, BLOCK_D):
+        offs_d = d0 + tl.arange(0, BLOCK_D)  # (BLOCK_D,)
+        mask_d = offs_d < D
+        q = tl.load(q_rows + offs_d[None, :], mask=mask_b[:, None] & mask_d[None, :], other=0.0)
+        p = tl.load(p_cols + offs_d[:, None], mask=mask_d[:, None] & mask_n[None, :], other=0.0)
+        acc = tl.dot(q, p, acc, input_precision=DOT_PRECISION)  # (BLOCK_B, BLOCK_N)
+    if HAS_SCALE:  # cosine: (q . p) / (||q|| ||p||)
+        p_scale = tl.load(p_scale_ptr + offs_n, mask=mask_n, other=0.0)  # (BLOCK_N,)
+        acc = acc * q_scale[:, None] * p_scale[None, :]
+    return acc
+
+
 # B, N and num_splits are not specialised (==1, %16): one binary serves every batch, corpus size
 # and split count (fewer JIT compiles, in the GPU tests and in use); they only feed masks and
 # index arithmetic, never a vectorised load
@@ -284,23 +311,17 @@ def dot_topk_kernel(
     q_rows = q_ptr + offs_b.to(tl.int64)[:, None] * stride_qb  # (BLOCK_B, 1)
     n_start = pid_s * n_per_split
     n_end = tl.minimum(n_start + n_per_split, N)
+    q_scale = tl.full((BLOCK_B,), 1.0, tl.float32)  # (BLOCK_B,) read only if HAS_SCALE
     if HAS_SCALE:
-        q_scale = tl.load(q_scale_ptr + offs_b, mask=mask_b, other=0.0)  # (BLOCK_B,)
+        q_scale = tl.load(q_scale_ptr + offs_b, mask=mask_b, other=0.0)
     top, buf, theta, bound = _init_state(BLOCK_B, K_PAD)
     for n0 in range(n_start, n_end, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)  # (BLOCK_N,)
         mask_n = offs_n < n_end
-        p_cols = p_ptr + offs_n.to(tl.int64)[None, :] * stride_pn  # (1, BLOCK_N)
-        acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)  # (BLOCK_B, BLOCK_N)
-        for d0 in range(0, D, BLOCK_D):
-            offs_d = d0 + tl.arange(0, BLOCK_D)  # (BLOCK_D,)
-            mask_d = offs_d < D
-            q = tl.load(q_rows + offs_d[None, :], mask=mask_b[:, None] & mask_d[None, :], other=0.0)
-            p = tl.load(p_cols + offs_d[:, None], mask=mask_d[:, None] & mask_n[None, :], other=0.0)
-            acc = tl.dot(q, p, acc, input_precision=DOT_PRECISION)  # (BLOCK_B, BLOCK_N)
-        if HAS_SCALE:  # cosine: (q . p) / (||q|| ||p||), the inputs stay as given
-            p_scale = tl.load(p_scale_ptr + offs_n, mask=mask_n, other=0.0)  # (BLOCK_N,)
-            acc = acc * q_scale[:, None] * p_scale[None, :]
+        acc = _score_tile(
+            q_rows, p_ptr, p_scale_ptr, q_scale, offs_n, mask_b, mask_n, D, stride_pn,
+            HAS_SCALE, DOT_PRECISION, BLOCK_B, BLOCK_N, BLOCK_D,
+        )  # fmt: skip
         if PROBE == 1:
             # timing probe (benchmarks/similarity_topk_probe.py): the tiles are scored as in the
             # search but only their row max is kept (in ``bound``), so probe time against search
@@ -432,8 +453,9 @@ def dot_binmax_kernel(
     q_rows = q_ptr + offs_b.to(tl.int64)[:, None] * stride_qb  # (BLOCK_B, 1)
     n_start = pid_s * n_per_split
     n_end = tl.minimum(n_start + n_per_split, N)
+    q_scale = tl.full((BLOCK_B,), 1.0, tl.float32)  # (BLOCK_B,) read only if HAS_SCALE
     if HAS_SCALE:
-        q_scale = tl.load(q_scale_ptr + offs_b, mask=mask_b, other=0.0)  # (BLOCK_B,)
+        q_scale = tl.load(q_scale_ptr + offs_b, mask=mask_b, other=0.0)
     SPAN: tl.constexpr = BLOCK_N * SPAN_TILES
     out_rows = bmax_ptr + offs_b.to(tl.int64)[:, None] * NB  # (BLOCK_B, 1)
     for s0 in range(n_start, n_end, SPAN):
@@ -441,17 +463,10 @@ def dot_binmax_kernel(
         for t in range(0, SPAN_TILES):
             offs_n = s0 + t * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,)
             mask_n = offs_n < n_end
-            p_cols = p_ptr + offs_n.to(tl.int64)[None, :] * stride_pn  # (1, BLOCK_N)
-            acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)  # (BLOCK_B, BLOCK_N)
-            for d0 in range(0, D, BLOCK_D):
-                offs_d = d0 + tl.arange(0, BLOCK_D)  # (BLOCK_D,)
-                mask_d = offs_d < D
-                q = tl.load(q_rows + offs_d[None, :], mask=mask_b[:, None] & mask_d[None, :], other=0.0)
-                p = tl.load(p_cols + offs_d[:, None], mask=mask_d[:, None] & mask_n[None, :], other=0.0)
-                acc = tl.dot(q, p, acc, input_precision=DOT_PRECISION)  # (BLOCK_B, BLOCK_N)
-            if HAS_SCALE:
-                p_scale = tl.load(p_scale_ptr + offs_n, mask=mask_n, other=0.0)  # (BLOCK_N,)
-                acc = acc * q_scale[:, None] * p_scale[None, :]
+            acc = _score_tile(
+                q_rows, p_ptr, p_scale_ptr, q_scale, offs_n, mask_b, mask_n, D, stride_pn,
+                HAS_SCALE, DOT_PRECISION, BLOCK_B, BLOCK_N, BLOCK_D,
+            )  # fmt: skip
             s = tl.where(mask_n[None, :], acc, float("-inf"))  # (BLOCK_B, BLOCK_N)
             s3 = tl.reshape(s, (BLOCK_B, BLOCK_N // BINS, BINS))  # column c -> (c // BINS, c % BINS)
             run = tl.maximum(run, tl.max(s3, axis=1))  # (BLOCK_B, BINS)
