@@ -46,6 +46,32 @@ ROWS = {
     ],
 }
 METRICS = ("recall@2", "recall@10", "recall@20")
+TRAIN_YAML = REPO / "experiments" / "ablations" / "base" / "limit_train.yaml"
+
+
+def generated_val_beir(folder: Path) -> Path:
+    """The generated data's validation queries (held out from training; the 46 training people
+    are the corpus) as a BEIR folder, for the in-distribution check of each export."""
+    import yaml
+
+    from joint_rag.data.limit_style import LimitStyleSource
+
+    if (folder / "qrels" / "test.tsv").is_file():
+        return folder
+    args = yaml.safe_load(TRAIN_YAML.read_text())["data"]["source"]["init_args"]
+    data = LimitStyleSource(**args).load()
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    with open(folder / "corpus.jsonl", "w") as f:
+        for p in data.corpus:
+            f.write(json.dumps({"_id": p.passage_id, "title": p.title, "text": p.text}) + "\n")
+    with open(folder / "queries.jsonl", "w") as f:
+        for i, ex in enumerate(data.val):
+            f.write(json.dumps({"_id": f"val{i}", "text": ex.query}) + "\n")
+    with open(folder / "qrels" / "test.tsv", "w") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        for i, ex in enumerate(data.val):
+            f.writelines(f"val{i}\t{pid}\t1\n" for pid in ex.gold_passage_ids)
+    return folder
 
 
 def jrag(*args: str) -> None:
@@ -78,6 +104,12 @@ def run(row: str, seed: int, root: Path, extra: list[str], report_only: bool = F
         data["fit_and_export_seconds"] = round(fit_s, 1)
         write_json(result, data)
     data = json.loads(result.read_text())
+    indist = folder / "generated_val.json"
+    if not indist.is_file():  # in distribution: the generated data's held-out queries
+        beir = generated_val_beir(root / "generated_val_beir")
+        jrag("evaluate", "--model", str(folder / "export"), "--beir", str(beir), "--recall-at", "2", "10", "20",
+             "--out", str(indist))  # fmt: skip
+    held_out = json.loads(indist.read_text())
     index = sorted((folder / "export").rglob("*index*.safetensors")) + sorted(
         (folder / "export").rglob("vectors*")
     )
@@ -86,10 +118,47 @@ def run(row: str, seed: int, root: Path, extra: list[str], report_only: bool = F
         "seed": seed,
         **{m: data[m] for m in METRICS},
         "ci95": {m: data["ci95"][m] for m in METRICS},
+        "generated_val": {m: held_out[m] for m in METRICS},
         "search_seconds": data["search_seconds"],
         "fit_and_export_seconds": data.get("fit_and_export_seconds"),
         "index_bytes": sum(p.stat().st_size for p in index) if index else None,
     }
+
+
+COST_ROWS = {  # row -> (similarity, vectors per passage and query, dimension)
+    "single": ("cosine", 1, 384),
+    "memory1": ("cosine", 1, 32),
+    "m4_maxsim": ("maxsim", 4, 32),
+    "m4_flat": ("flat_cosine", 4, 32),
+    "m16_maxsim": ("maxsim", 16, 32),
+    "m16_flat": ("flat_cosine", 16, 32),
+}
+
+
+def search_cost(N: int = 100_000, B: int = 64, k: int = 10, repeats: int = 5) -> dict:
+    """What each row's index costs at scale: bytes per passage (fp32) and the median time of one
+    ``joint_rag.kernels.similarity_topk`` search of B queries over N random passages on this
+    machine's CPU (the torch path), same inputs for every row."""
+    import torch
+
+    from joint_rag.kernels import similarity_topk
+
+    g = torch.Generator().manual_seed(0)
+    out = {}
+    for row, (sim, m, d) in COST_ROWS.items():
+        shape = (N, m, d) if m > 1 else (N, d)
+        P = torch.randn(*shape, generator=g)
+        Q = torch.randn(B, *shape[1:], generator=g)
+        similarity_topk(Q, P, k, sim)  # warm-up
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            similarity_topk(Q, P, k, sim)
+            times.append(time.perf_counter() - t0)
+        out[row] = {"similarity": sim, "vectors": m, "dim": d, "bytes_per_passage": m * d * 4,
+                    "search_ms": round(statistics.median(times) * 1e3, 2)}  # fmt: skip
+        print(row, out[row], flush=True)
+    return {"N": N, "B": B, "k": k, "repeats": repeats, "torch_threads": torch.get_num_threads(), "rows": out}
 
 
 def plot(runs: list[dict], path: Path) -> None:
@@ -127,9 +196,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--plot", type=Path, help="only plot the runs of --out to this PNG")
     parser.add_argument("--report-only", action="store_true", help="collect finished runs, train nothing")
+    parser.add_argument(
+        "--cost", type=Path, help="only time each row's search at N = 1e5 and write JSON here"
+    )
     args = parser.parse_args()
     if args.plot:
         plot(json.loads(args.out.read_text())["runs"], args.plot)
+        return
+    if args.cost:
+        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        write_json(
+            args.cost,
+            {"benchmark": "limit_memory_cost", "date": now, "machine": machine("cpu"), **search_cost()},
+        )
         return
     if not LIMIT.is_dir():
         raise SystemExit(f"{LIMIT}: LIMIT-small is needed (../shared/data)")
