@@ -49,9 +49,9 @@ METRICS = ("recall@2", "recall@10", "recall@20")
 TRAIN_YAML = REPO / "experiments" / "ablations" / "base" / "limit_train.yaml"
 
 
-def generated_val_beir(folder: Path) -> Path:
-    """The generated data's validation queries (held out from training; the 46 training people
-    are the corpus) as a BEIR folder, for the in-distribution check of each export."""
+def generated_beir(folder: Path, split: str = "val") -> Path:
+    """The generated data's ``val`` queries (held out from training; the 46 training people are
+    the corpus) or its ``train`` queries as a BEIR folder, for the in-distribution checks."""
     import yaml
 
     from joint_rag.data.limit_style import LimitStyleSource
@@ -60,17 +60,18 @@ def generated_val_beir(folder: Path) -> Path:
         return folder
     args = yaml.safe_load(TRAIN_YAML.read_text())["data"]["source"]["init_args"]
     data = LimitStyleSource(**args).load()
+    examples = data.val if split == "val" else data.train
     (folder / "qrels").mkdir(parents=True, exist_ok=True)
     with open(folder / "corpus.jsonl", "w") as f:
         for p in data.corpus:
             f.write(json.dumps({"_id": p.passage_id, "title": p.title, "text": p.text}) + "\n")
     with open(folder / "queries.jsonl", "w") as f:
-        for i, ex in enumerate(data.val):
-            f.write(json.dumps({"_id": f"val{i}", "text": ex.query}) + "\n")
+        for i, ex in enumerate(examples):
+            f.write(json.dumps({"_id": f"{split}{i}", "text": ex.query}) + "\n")
     with open(folder / "qrels" / "test.tsv", "w") as f:
         f.write("query-id\tcorpus-id\tscore\n")
-        for i, ex in enumerate(data.val):
-            f.writelines(f"val{i}\t{pid}\t1\n" for pid in ex.gold_passage_ids)
+        for i, ex in enumerate(examples):
+            f.writelines(f"{split}{i}\t{pid}\t1\n" for pid in ex.gold_passage_ids)
     return folder
 
 
@@ -104,12 +105,14 @@ def run(row: str, seed: int, root: Path, extra: list[str], report_only: bool = F
         data["fit_and_export_seconds"] = round(fit_s, 1)
         write_json(result, data)
     data = json.loads(result.read_text())
-    indist = folder / "generated_val.json"
-    if not indist.is_file():  # in distribution: the generated data's held-out queries
-        beir = generated_val_beir(root / "generated_val_beir")
-        jrag("evaluate", "--model", str(folder / "export"), "--beir", str(beir), "--recall-at", "2", "10", "20",
-             "--out", str(indist))  # fmt: skip
-    held_out = json.loads(indist.read_text())
+    generated = {}
+    for split in ("val", "train"):  # in distribution: held-out and training queries of the generated data
+        path = folder / f"generated_{split}.json"
+        if not path.is_file():
+            beir = generated_beir(root / f"generated_{split}_beir", split)
+            jrag("evaluate", "--model", str(folder / "export"), "--beir", str(beir), "--recall-at", "2", "10", "20",
+                 "--out", str(path))  # fmt: skip
+        generated[split] = json.loads(path.read_text())
     index = sorted((folder / "export").rglob("*index*.safetensors")) + sorted(
         (folder / "export").rglob("vectors*")
     )
@@ -118,7 +121,8 @@ def run(row: str, seed: int, root: Path, extra: list[str], report_only: bool = F
         "seed": seed,
         **{m: data[m] for m in METRICS},
         "ci95": {m: data["ci95"][m] for m in METRICS},
-        "generated_val": {m: held_out[m] for m in METRICS},
+        "generated_val": {m: generated["val"][m] for m in METRICS},
+        "generated_train": {m: generated["train"][m] for m in METRICS},
         "search_seconds": data["search_seconds"],
         "fit_and_export_seconds": data.get("fit_and_export_seconds"),
         "index_bytes": sum(p.stat().st_size for p in index) if index else None,
@@ -161,6 +165,27 @@ def search_cost(N: int = 100_000, B: int = 64, k: int = 10, repeats: int = 5) ->
     return {"N": N, "B": B, "k": k, "repeats": repeats, "torch_threads": torch.get_num_threads(), "rows": out}
 
 
+def table(runs: list[dict]) -> str:
+    """Markdown: per row, LIMIT-small recall@2/10/20 (mean over seeds, each seed's recall@2),
+    recall@2 on the generated held-out and training queries, and the fit + export time."""
+    lines = [
+        "| row | seeds | LIMIT-small recall@2 / @10 / @20 | recall@2 per seed | generated val / train recall@2 | fit + export s |",
+        "|---|---:|---|---|---|---:|",
+    ]
+    for row in dict.fromkeys(r["row"] for r in runs):
+        rs = [r for r in runs if r["row"] == row]
+        means = " / ".join(f"{statistics.fmean(r[m] for r in rs):.3f}" for m in METRICS)
+        seeds = ", ".join(f"{r['recall@2']:.3f}" for r in rs)
+        gen = [r for r in rs if "generated_val" in r and "generated_train" in r]
+        val = statistics.fmean(r["generated_val"]["recall@2"] for r in gen) if gen else None
+        train = statistics.fmean(r["generated_train"]["recall@2"] for r in gen) if gen else None
+        gen_cell = f"{val:.3f} / {train:.3f}" if gen else "-"
+        fit = [r["fit_and_export_seconds"] for r in rs if r.get("fit_and_export_seconds")]
+        fit_cell = f"{statistics.fmean(fit):.0f}" if fit else "-"
+        lines.append(f"| {row} | {len(rs)} | {means} | {seeds} | {gen_cell} | {fit_cell} |")
+    return "\n".join(lines)
+
+
 def plot(runs: list[dict], path: Path) -> None:
     """recall@2/10/20 per row on LIMIT-small: every seed as a dot, the mean as a bar."""
     import matplotlib
@@ -201,7 +226,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.plot:
-        plot(json.loads(args.out.read_text())["runs"], args.plot)
+        runs = json.loads(args.out.read_text())["runs"]
+        plot(runs, args.plot)
+        print(table(runs))
         return
     if args.cost:
         now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
