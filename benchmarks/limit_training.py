@@ -165,6 +165,39 @@ def search_cost(N: int = 100_000, B: int = 64, k: int = 10, repeats: int = 5) ->
     return {"N": N, "B": B, "k": k, "repeats": repeats, "torch_threads": torch.get_num_threads(), "rows": out}
 
 
+def collapse(root: Path, seed: int = 0) -> dict:
+    """Per row: mean and min pairwise cosine of the export's 46 document vectors (flattened) and of
+    three generated queries' vectors: near 1 means every document maps to about one direction."""
+    import torch
+
+    from joint_rag.data.formats import BeirSource
+    from joint_rag.pipeline import JointRAG
+
+    corpus = BeirSource(generated_beir(root / "generated_val_beir")).read_corpus()
+    queries = ["Who likes Willow Lighthouses?", "Who likes Coral Domes?", "Who likes Brass Harbours?"]
+    out = {}
+    for row in ROWS:
+        export = root / row / f"seed{seed}" / "export"
+        if not export.is_dir():
+            continue
+        rag = JointRAG.from_pretrained(export)
+        rag.system.attach_corpus(corpus)
+        with torch.no_grad():
+            _, docs = rag.system.encode_corpus()  # (46, R, D)
+            q = rag.system.encode_queries(queries, [None] * len(queries))
+        stats = {}
+        for name, x in (("documents", docs), ("queries", q)):
+            v = torch.nn.functional.normalize(x.flatten(1).float(), dim=-1)
+            off = (v @ v.T)[~torch.eye(len(v), dtype=torch.bool)]
+            stats[name] = {
+                "mean_cosine": round(off.mean().item(), 4),
+                "min_cosine": round(off.min().item(), 4),
+            }
+        out[row] = stats
+        print(row, stats, flush=True)
+    return out
+
+
 def table(runs: list[dict]) -> str:
     """Markdown: per row, LIMIT-small recall@2/10/20 (mean over seeds, each seed's recall@2),
     recall@2 on the generated held-out and training queries, and the fit + export time."""
@@ -224,7 +257,18 @@ def main() -> None:
     parser.add_argument(
         "--cost", type=Path, help="only time each row's search at N = 1e5 and write JSON here"
     )
+    parser.add_argument(
+        "--collapse", type=Path, help="only measure the exports' vector spread, write JSON here"
+    )
     args = parser.parse_args()
+    if args.collapse:
+        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        rows = collapse(args.root)
+        write_json(
+            args.collapse,
+            {"benchmark": "limit_collapse", "date": now, "machine": machine("cpu"), "rows": rows},
+        )
+        return
     if args.plot:
         runs = json.loads(args.out.read_text())["runs"]
         plot(runs, args.plot)
