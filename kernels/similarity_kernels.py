@@ -248,6 +248,30 @@ def _store(
 
 
 @triton.jit
+def _dot_program(
+    q_ptr, q_scale_ptr, B, N, stride_qb, n_per_split, num_splits,
+    HAS_SCALE: tl.constexpr, BLOCK_B: tl.constexpr, GROUP_B: tl.constexpr,
+):  # fmt: skip
+    """This program's query block and passage range (the dot kernels' common prologue).
+
+    Returns:
+        offs_b (BLOCK_B,) query ids, mask_b (BLOCK_B,) real queries, q_rows (BLOCK_B, 1) row
+        pointers, q_scale (BLOCK_B,) fp32 1/||q|| (ones unless HAS_SCALE), the split pid_s and
+        its passage range [n_start, n_end).
+    """
+    pid_b, pid_s = _program_ids(B, num_splits, BLOCK_B, GROUP_B)
+    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)  # (BLOCK_B,)
+    mask_b = offs_b < B
+    q_rows = q_ptr + offs_b.to(tl.int64)[:, None] * stride_qb  # (BLOCK_B, 1)
+    n_start = pid_s * n_per_split
+    n_end = tl.minimum(n_start + n_per_split, N)
+    q_scale = tl.full((BLOCK_B,), 1.0, tl.float32)  # (BLOCK_B,) read only if HAS_SCALE
+    if HAS_SCALE:
+        q_scale = tl.load(q_scale_ptr + offs_b, mask=mask_b, other=0.0)
+    return offs_b, mask_b, q_rows, q_scale, pid_s, n_start, n_end
+
+
+@triton.jit
 def _score_tile(
     q_rows, p_ptr, p_scale_ptr, q_scale, offs_n, mask_b, mask_n, D, stride_pn,
     HAS_SCALE: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -305,15 +329,9 @@ def dot_topk_kernel(
     GROUP_B: tl.constexpr,
     PROBE: tl.constexpr = 0,  # 1: timing probe only (no top-k kept; see below), 0: the search
 ):
-    pid_b, pid_s = _program_ids(B, num_splits, BLOCK_B, GROUP_B)
-    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)  # (BLOCK_B,)
-    mask_b = offs_b < B
-    q_rows = q_ptr + offs_b.to(tl.int64)[:, None] * stride_qb  # (BLOCK_B, 1)
-    n_start = pid_s * n_per_split
-    n_end = tl.minimum(n_start + n_per_split, N)
-    q_scale = tl.full((BLOCK_B,), 1.0, tl.float32)  # (BLOCK_B,) read only if HAS_SCALE
-    if HAS_SCALE:
-        q_scale = tl.load(q_scale_ptr + offs_b, mask=mask_b, other=0.0)
+    offs_b, mask_b, q_rows, q_scale, pid_s, n_start, n_end = _dot_program(
+        q_ptr, q_scale_ptr, B, N, stride_qb, n_per_split, num_splits, HAS_SCALE, BLOCK_B, GROUP_B
+    )
     top, buf, theta, bound = _init_state(BLOCK_B, K_PAD)
     for n0 in range(n_start, n_end, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)  # (BLOCK_N,)
@@ -447,15 +465,9 @@ def dot_binmax_kernel(
     needs no shuffle), and a bin runs over SPAN_TILES consecutive tiles (an elementwise max of
     registers). Per score that is one max; there is no top-k, no key and no branch per tile.
     """
-    pid_b, pid_s = _program_ids(B, num_splits, BLOCK_B, GROUP_B)
-    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)  # (BLOCK_B,)
-    mask_b = offs_b < B
-    q_rows = q_ptr + offs_b.to(tl.int64)[:, None] * stride_qb  # (BLOCK_B, 1)
-    n_start = pid_s * n_per_split
-    n_end = tl.minimum(n_start + n_per_split, N)
-    q_scale = tl.full((BLOCK_B,), 1.0, tl.float32)  # (BLOCK_B,) read only if HAS_SCALE
-    if HAS_SCALE:
-        q_scale = tl.load(q_scale_ptr + offs_b, mask=mask_b, other=0.0)
+    offs_b, mask_b, q_rows, q_scale, pid_s, n_start, n_end = _dot_program(
+        q_ptr, q_scale_ptr, B, N, stride_qb, n_per_split, num_splits, HAS_SCALE, BLOCK_B, GROUP_B
+    )
     SPAN: tl.constexpr = BLOCK_N * SPAN_TILES
     out_rows = bmax_ptr + offs_b.to(tl.int64)[:, None] * NB  # (BLOCK_B, 1)
     for s0 in range(n_start, n_end, SPAN):
