@@ -77,6 +77,12 @@ def bin_maxima(mod, q: Tensor, p: Tensor, scales, cfg: TopkConfig, num_splits: i
     return bmax
 
 
+def rescore_block_d(w: int) -> int:
+    """Pass 2's features per step for bins of ``w`` passages (BLOCK_R * w * BLOCK_D gathered values
+    per step stay around 2,048)."""
+    return 16 if w * BLOCK_R >= 256 else 64 if w * BLOCK_R <= 32 else 32
+
+
 def rescore_bins(mod, q: Tensor, p: Tensor, scales, bins: Tensor, cfg: TopkConfig) -> Tensor:
     """Pass 2: (B, kb) int64 bin ids -> (B, kb * W) int64 packed keys of their passages."""
     B, N = q.shape[0], p.shape[0]
@@ -84,7 +90,7 @@ def rescore_bins(mod, q: Tensor, p: Tensor, scales, bins: Tensor, cfg: TopkConfi
     kb = bins.shape[1]
     out = torch.empty((B, kb * w), dtype=torch.long, device=q.device)
     grid = (B, -(-kb // BLOCK_R))
-    block_d = 16 if w * BLOCK_R >= 256 else 64 if w * BLOCK_R <= 32 else 32
+    block_d = rescore_block_d(w)
     mod.bin_rescore_kernel[grid](
         q, p, *(scales or (q, q)), bins.contiguous(), out, B, N, q.shape[1], q.stride(0), p.stride(0), kb,
         HAS_SCALE=scales is not None, BINS=cfg.bins, SPAN=span, W=w, BLOCK_R=BLOCK_R, BLOCK_D=block_d,
@@ -98,8 +104,10 @@ def scales_rows(scales: tuple[Tensor, Tensor] | None, b0: int, n: int) -> tuple[
     return None if scales is None else (scales[0][b0 : b0 + n], scales[1])
 
 
-def query_chunk(B: int, N: int, cfg: TopkConfig, cap_bytes: int = BINMAX_CAP_BYTES) -> int:
-    """Queries per launch: all of them, or a multiple of BLOCK_B whose bin maxima fit ``cap_bytes``."""
+def query_chunk(B: int, N: int, cfg: TopkConfig, cap_bytes: int | None = None) -> int:
+    """Queries per launch: all of them, or a multiple of BLOCK_B whose bin maxima fit ``cap_bytes``
+    (default: this module's ``BINMAX_CAP_BYTES``, read at call time)."""
+    cap_bytes = BINMAX_CAP_BYTES if cap_bytes is None else cap_bytes
     nb = binmax_layout(N, cfg)[2]
     if B * nb * 4 <= cap_bytes:
         return B

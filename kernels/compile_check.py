@@ -107,13 +107,13 @@ def compile_kernel(
             "BLOCK_N": cfg.block_n, "SUB_N": cfg.sub_n, "BLOCK_D": cfg.block_d, "M_PAD": _pow2(m), "MP_PAD": _pow2(mp), "GROUP_B": cfg.group_b,
         }  # fmt: skip
     elif cfg.bins and rescore:
-        from .binmax import BLOCK_R
+        from .binmax import BLOCK_R, binmax_layout, rescore_block_d
 
-        w = cfg.block_n * cfg.span_tiles // cfg.bins
+        span, w, _ = binmax_layout(1, cfg)  # span and bin width do not depend on N
         fn, names = mod.bin_rescore_kernel, RESCORE_ARGS
         consts = {
-            "HAS_SCALE": similarity != "dot", "BINS": cfg.bins, "SPAN": cfg.block_n * cfg.span_tiles, "W": w,
-            "BLOCK_R": BLOCK_R, "BLOCK_D": 16 if w * BLOCK_R >= 256 else 64 if w * BLOCK_R <= 32 else 32,
+            "HAS_SCALE": similarity != "dot", "BINS": cfg.bins, "SPAN": span, "W": w, "BLOCK_R": BLOCK_R,
+            "BLOCK_D": rescore_block_d(w),
         }  # fmt: skip
     elif cfg.bins:
         fn, names = mod.dot_binmax_kernel, BINMAX_ARGS

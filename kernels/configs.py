@@ -234,7 +234,7 @@ def choose_binmax_config(
     itemsize = 4 if fp32 else 2
     span_tiles = binmax_span_tiles(N, k, D, itemsize, block_n)
     warps = 8 if block_b * block_n >= 64 * 128 else 4
-    return TopkConfig(
+    return TopkConfig(  # k_pad is unused by binmax (no running top-k); 16 keeps the field valid
         16, block_b, block_n, block_d, num_warps=warps, num_stages=2 if fp32 else 3,
         bins=BINMAX_BINS, span_tiles=span_tiles,
     )  # fmt: skip

@@ -2,7 +2,6 @@
 (compiled on CUDA): pass-1 bin maxima against torch, exactness on odd shapes, ties, an adversarial
 layout that puts the top-k in few bins, query chunking, and the config's bin width."""
 
-import dataclasses
 import os
 
 import torch
@@ -105,7 +104,6 @@ def test_query_chunks_when_bin_maxima_exceed_the_cap(monkeypatch):
     cfg = choose_config("dot", 40, 7, torch.float32, N=200, algo="binmax")
     nb = binmax.binmax_layout(200, cfg)[2]
     monkeypatch.setattr(binmax, "BINMAX_CAP_BYTES", 16 * nb * 4)  # 16 queries' bin maxima
-    monkeypatch.setattr(binmax.query_chunk, "__defaults__", (16 * nb * 4,))
     got = similarity_topk_triton(q, p, 7, algo="binmax")
     assert binmax.last_chunks == 3
     assert torch.equal(got[1], want[1])
@@ -135,7 +133,6 @@ def test_binmax_config_at_benchmark_shapes(monkeypatch):
     small = choose_config("dot", 1, 10, torch.float32, N=1_000_000, D=768, algo="binmax")
     assert (small.block_b, small.num_warps, small.block_d) == (16, 4, 32)
     assert configs.binmax_span_tiles(1000, 1000, 4096, 2, 128) == 1  # never below one tile
-    assert dataclasses.replace(small, bins=0).bins == 0
 
 
 @pytest.mark.slow
