@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from joint_rag.atomic import write_json
+from joint_rag.atomic import atomic_dir, write_json, write_jsonl
 from joint_rag.commands.gap import machine
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,22 +56,22 @@ def generated_beir(folder: Path, split: str = "val") -> Path:
 
     from joint_rag.data.limit_style import LimitStyleSource
 
-    if (folder / "qrels" / "test.tsv").is_file():
+    if folder.is_dir():  # written whole or not at all (atomic_dir)
         return folder
     args = yaml.safe_load(TRAIN_YAML.read_text())["data"]["source"]["init_args"]
     data = LimitStyleSource(**args).load()
     examples = data.val if split == "val" else data.train
-    (folder / "qrels").mkdir(parents=True, exist_ok=True)
-    with open(folder / "corpus.jsonl", "w") as f:
-        for p in data.corpus:
-            f.write(json.dumps({"_id": p.passage_id, "title": p.title, "text": p.text}) + "\n")
-    with open(folder / "queries.jsonl", "w") as f:
-        for i, ex in enumerate(examples):
-            f.write(json.dumps({"_id": f"{split}{i}", "text": ex.query}) + "\n")
-    with open(folder / "qrels" / "test.tsv", "w") as f:
-        f.write("query-id\tcorpus-id\tscore\n")
-        for i, ex in enumerate(examples):
-            f.writelines(f"{split}{i}\t{pid}\t1\n" for pid in ex.gold_passage_ids)
+    with atomic_dir(folder) as tmp:
+        write_jsonl(
+            tmp / "corpus.jsonl",
+            ({"_id": p.passage_id, "title": p.title, "text": p.text} for p in data.corpus),
+        )
+        write_jsonl(
+            tmp / "queries.jsonl", ({"_id": f"{split}{i}", "text": ex.query} for i, ex in enumerate(examples))
+        )
+        (tmp / "qrels").mkdir()
+        rows = [f"{split}{i}\t{pid}\t1\n" for i, ex in enumerate(examples) for pid in ex.gold_passage_ids]
+        (tmp / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(rows))
     return folder
 
 
