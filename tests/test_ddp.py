@@ -1,6 +1,7 @@
 """Distributed runs on 2 CPU processes (gloo): the sharded index searches exactly like one
 process, a 2-rank fit trains, and validation on a set that 2 does not divide reports the metrics
-of one process. Select them with ``pytest -k ddp``."""
+of one process. Select them with ``pytest -k ddp`` (the odd-size validation is ``slow``: add
+``-m slow``)."""
 
 from __future__ import annotations
 
@@ -113,6 +114,7 @@ def test_ddp_two_rank_fit_runs_a_few_steps(tmp_path: Path) -> None:
     assert list(tmp_path.rglob("last.ckpt"))
 
 
+@pytest.mark.slow  # two MiniLM validations in subprocesses, ~35-60 s: run with -m slow
 def test_ddp_validation_on_an_odd_size_matches_one_process(tmp_path: Path) -> None:
     """9 questions over 2 ranks: each is evaluated once (a DistributedSampler pads to 10 with a
     duplicate), so the metrics equal those of one process. MiniLM as the encoder: an untrained
