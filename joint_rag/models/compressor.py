@@ -57,6 +57,18 @@ from joint_rag.models.saving import (
 CONFIG_NAME = "compressor"  # compressor.json (constructor arguments), compressor.safetensors
 
 
+class SlotBias(nn.Module):
+    """A learned offset per memory slot, added to the projector's output (n, M, H).
+    ``Compressor.center_projector`` sets it to minus the mean output over sample passages."""
+
+    def __init__(self, slots: int, dim: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(slots, dim))  # (M, H)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.bias.to(x.dtype)
+
+
 @dataclass
 class CompressorOutput:
     memory: Tensor | None  # (n, M, H) in the generator's embedding space (None if not asked for)
@@ -73,6 +85,12 @@ class Compressor(nn.Module):
         output_dim: generator hidden size H; None means the training module sets it from the
             generator (``build_projector``).
         projector_layers: 1 (linear) or 2 (linear-GELU-linear).
+        center_projector: end the projector with a learned offset per memory slot that
+            training starts at minus the mean projected memory of sample passages
+            (``center_projector()``; the training module calls it before the first index), so
+            the memory vectors start centred instead of sharing one direction (the memory
+            token's state is nearly the same for every passage, and cosine on such vectors
+            ranks by noise). Retrieval from memory only.
         retrieval: "memory", "mean_pool" or "last_token" (see module docstring).
         lora_rank: if > 0, wrap the backbone with LoRA adapters of this rank (peft) and freeze
             its other weights.
@@ -98,6 +116,7 @@ class Compressor(nn.Module):
         extract_tokens: int = 32,
         extract_max_tokens: int = 96,
         extract_temperature: float = 1.0,
+        center_projector: bool = False,
     ) -> None:
         super().__init__()
         self.init_args = init_args(Compressor, locals())
@@ -126,6 +145,7 @@ class Compressor(nn.Module):
         self.max_length = max_length
         self.retrieval_mode = retrieval
         self.projector_layers = projector_layers
+        self.center = center_projector
         self.lora_rank = lora_rank
         emb = self.backbone.get_input_embeddings().weight
         init = emb[torch.randint(0, emb.shape[0], (num_memory_tokens,))].detach().clone()
@@ -156,11 +176,43 @@ class Compressor(nn.Module):
             return
         self.output_dim = output_dim
         if self.projector_layers == 1:
-            self.projector = nn.Linear(self.hidden, output_dim)
+            layers = [nn.Linear(self.hidden, output_dim)]
         else:
-            self.projector = nn.Sequential(
-                nn.Linear(self.hidden, output_dim), nn.GELU(), nn.Linear(output_dim, output_dim)
-            )
+            layers = [nn.Linear(self.hidden, output_dim), nn.GELU(), nn.Linear(output_dim, output_dim)]
+        if self.center:
+            self.projector = nn.Sequential(*layers, SlotBias(self.num_memory_tokens, output_dim))
+        else:
+            self.projector = layers[0] if len(layers) == 1 else nn.Sequential(*layers)
+
+    @torch.no_grad()
+    def center_projector(self, texts: Sequence[str], batch_size: int = 32) -> Tensor:
+        """Set the projector's slot offsets to minus the mean projected memory of ``texts``
+        (so their memory vectors average to 0 per slot). Returns the mean pairwise cosine of
+        the texts' flattened memory vectors before and after, (2,)."""
+        if not self.center or self.projector is None:
+            raise RuntimeError("center_projector needs compressor.center_projector: true and a projector")
+        if not texts:
+            raise ValueError("center_projector: no passages to centre on")
+        offset = self.projector[-1]
+        training = self.training
+        self.eval()
+        try:
+            offset.bias.zero_()
+            outs = []
+            for i in range(0, len(texts), batch_size):
+                enc = self.tokenize(list(texts[i : i + batch_size]), self.memory_tokens.device)
+                mem_h, _ = self._memory_states(enc["input_ids"], enc["attention_mask"])
+                outs.append(self.projector(mem_h.contiguous()))
+            outs = torch.cat(outs)  # (n, M, H)
+        finally:
+            self.train(training)
+        offset.bias.copy_(-outs.float().mean(0))
+        spread = []
+        for x in (outs, outs + offset.bias):
+            v = nn.functional.normalize(x.flatten(1).float(), dim=-1)  # (n, M*H)
+            n = v.shape[0]
+            spread.append(((v @ v.T).sum() - n) / max(n * (n - 1), 1))
+        return torch.stack(spread)
 
     @property
     def memory_slots(self) -> int:
@@ -347,7 +399,7 @@ class Compressor(nn.Module):
         device = self.memory_tokens.device
         enc = self.tokenize(texts, device)
         ids, mask = enc["input_ids"], enc["attention_mask"]  # (n, L)
-        n, M = ids.shape[0], self.num_memory_tokens
+        n = ids.shape[0]
         retrieval = None
         if self.retrieval_mode in ("mean_pool", "last_token"):
             kwargs = {"position_ids": (mask.cumsum(-1) - 1).clamp(min=0)} if self.is_decoder else {}
@@ -364,6 +416,20 @@ class Compressor(nn.Module):
                 return CompressorOutput(None, retrieval)
         if self.projector is None:
             raise RuntimeError("compressor has no projector: call build_projector(generator_hidden) first")
+        mem_h, text_h = self._memory_states(ids, mask)
+        memory = self.projector(mem_h.contiguous())  # (n, M, H)
+        if retrieval is None:
+            retrieval = memory
+        if self.memory_mode == "extractive":
+            if not need_memory:
+                return CompressorOutput(None, retrieval)
+            memory = self._extract(texts, text_h)  # (n, M', H)
+        return CompressorOutput(memory, retrieval)
+
+    def _memory_states(self, ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The backbone over the text with the M memory tokens: their states (n, M, H_b) and
+        the text's (n, L, H_b)."""
+        n, M = ids.shape[0], self.num_memory_tokens
         tok = self.backbone.get_input_embeddings()(ids)  # (n, L, H_b)
         mem = self.memory_tokens.unsqueeze(0).expand(n, -1, -1).to(tok.dtype)  # (n, M, H_b)
         ones = mask.new_ones(n, M)
@@ -382,11 +448,4 @@ class Compressor(nn.Module):
             hidden = out.last_hidden_state  # (n, L+M, H_b)
             mem_h = hidden[:, 1 : 1 + M]  # (n, M, H_b)
             text_h = torch.cat([hidden[:, :1], hidden[:, 1 + M :]], dim=1)  # (n, L, H_b)
-        memory = self.projector(mem_h.contiguous())  # (n, M, H)
-        if retrieval is None:
-            retrieval = memory
-        if self.memory_mode == "extractive":
-            if not need_memory:
-                return CompressorOutput(None, retrieval)
-            memory = self._extract(texts, text_h)  # (n, M', H)
-        return CompressorOutput(memory, retrieval)
+        return mem_h, text_h

@@ -19,6 +19,7 @@ import random
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from joint_rag.data.collate import RAGBatch
@@ -234,6 +235,20 @@ class JointRAGModule(pl.LightningModule):
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if self.system.corpus is None and dm is not None:
             self.system.attach_corpus(dm.corpus)
+        if stage == "fit" and self.system.compressor.center and self.system.corpus is not None:
+            self.center_projector()
+
+    def center_projector(self, sample: int = 512) -> None:
+        """Start the projector's slot offsets at minus the mean memory of ``sample`` corpus
+        passages (seeded choice; ``compressor.center_projector``). Runs in ``setup``, before a
+        resumed run restores its checkpoint, so a resume keeps the trained offsets."""
+        texts = self.system.corpus.texts()
+        rows = torch.randperm(len(texts), generator=torch.Generator().manual_seed(0))[:sample]
+        spread = self.system.compressor.center_projector([texts[i] for i in rows.tolist()])
+        rank_zero_info(
+            f"[center_projector] {len(rows)} passages: mean pairwise cosine of the memory vectors "
+            f"{spread[0]:.3f} -> {spread[1]:.3f}"
+        )
 
     def build_index(self, show_progress: bool = True) -> None:
         """Rebuild the system's index, tagged with the current global step (for staleness)."""

@@ -99,3 +99,42 @@ def test_extractive_queries_skip_extraction_and_copies_share_the_generator():
         bare(["text"])
     with pytest.raises(ValueError, match="extract_tokens"):
         type(comp)("tiny-bert", memory="extractive", extract_tokens=0)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_center_projector_zeroes_the_mean_memory_and_survives_save_load(tmp_path, layers):
+    torch.manual_seed(0)
+    comp = Compressor("tiny-bert", num_memory_tokens=3, projector_layers=layers, center_projector=True)
+    comp.build_projector(8)
+    texts = [f"passage number {i} about {w}" for i, w in enumerate(["cats", "oboes", "towns", "rivers"] * 3)]
+    before = comp.eval()(texts).memory
+    spread = comp.center_projector(texts, batch_size=5)  # batches of 5, 5, 2
+    after = comp(texts).memory  # (12, 3, 8)
+    torch.testing.assert_close(after.mean(0), torch.zeros(3, 8), atol=1e-5, rtol=0)
+    torch.testing.assert_close(after, before - before.mean(0), atol=1e-5, rtol=0)  # an offset, nothing else
+    assert spread[0] > 0.5 and spread[1] < spread[0], spread  # the memory starts in one direction
+    loaded = Compressor.from_pretrained(comp.save_pretrained(tmp_path / "c")).eval()
+    torch.testing.assert_close(loaded(texts).memory, after, atol=1e-5, rtol=0)
+
+
+def test_center_projector_needs_the_option_and_passages():
+    comp = Compressor("tiny-bert", num_memory_tokens=2)
+    comp.build_projector(8)
+    with pytest.raises(RuntimeError, match="center_projector: true"):
+        comp.center_projector(["text"])
+    comp = Compressor("tiny-bert", num_memory_tokens=2, center_projector=True)
+    comp.build_projector(8)
+    with pytest.raises(ValueError, match="no passages"):
+        comp.center_projector([])
+
+
+def test_the_module_centres_at_fit_setup_only(tiny_module):
+    module, _ = tiny_module(
+        compressor=Compressor("tiny-bert", num_memory_tokens=2, max_length=48, center_projector=True)
+    )
+    offset = module.system.compressor.projector[-1].bias
+    module.setup("validate")
+    assert offset.abs().sum() == 0
+    module.setup("fit")
+    assert offset.abs().sum() > 0
+    assert module.system.query_encoder.projector is module.system.compressor.projector  # one space
