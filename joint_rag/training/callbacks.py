@@ -95,6 +95,9 @@ class IndexRefresh(pl.Callback):
 
     # ------------------------------------------------------------------ helpers
     def _refresh(self, trainer: pl.Trainer, pl_module: JointRAGModule, probe: bool = False) -> None:
+        if pl_module.index_is_current():  # a frozen plain passage encoder: nothing to re-encode
+            self._mark_current(trainer, pl_module)
+            return
         before = self._probe_candidates(trainer, pl_module) if probe else None
         pl_module.build_index(show_progress=self.show_progress)
         if before is not None:
@@ -129,7 +132,16 @@ class IndexRefresh(pl.Callback):
         self.last_overlap = overlap
         pl_module.log("train/stale_overlap", overlap, batch_size=len(used))
 
+    def _mark_current(self, trainer: pl.Trainer, pl_module: JointRAGModule) -> None:
+        index = pl_module.system.index
+        index.step = trainer.global_step
+        index.row_steps = torch.full_like(index.row_steps, trainer.global_step)  # as fresh as a rebuild's
+        self.last_refresh_step = trainer.global_step
+
     def _roll(self, trainer: pl.Trainer, pl_module: JointRAGModule) -> None:
+        if pl_module.index_is_current():
+            self._mark_current(trainer, pl_module)
+            return
         owned = pl_module.system.index.owned_rows  # all rows, or this rank's shard under DDP
         n = len(owned)
         chunk = math.ceil(n / self.rolling_steps)

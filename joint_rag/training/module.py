@@ -33,12 +33,16 @@ from joint_rag.losses.pretraining import CompressorPretraining
 from joint_rag.models.compressor import Compressor
 from joint_rag.models.generator import Generator
 from joint_rag.models.selection import TopKSelector
+from joint_rag.retrieval.index import PassageIndex
 from joint_rag.system import RAGSystem, eval_mode, with_instructions
 from joint_rag.training.guard import divergence_error, few, nonfinite
 from joint_rag.training.metrics import AnswerMetrics, RetrievalMetrics, answer_scores, f1_score
 from joint_rag.training.modes import train_trainable_parts
 from joint_rag.training.reader_cache import ReaderCache
 from joint_rag.training.state import restore_system_state, rng_state, set_rng_state, system_state
+
+#: what an objective may need that reads the generator (and so the passages' memory)
+READS_GENERATOR = frozenset({"answer_nll", "token_logprobs", "passage_loglik", "set_reward"})
 
 #: the checkpoint key of what ``training/state.py`` describes (RNG states, index, corpus memory)
 CHECKPOINT_KEY = "joint_rag"
@@ -166,6 +170,7 @@ class JointRAGModule(pl.LightningModule):
         self.rerank_depth: int | None = None
         self.index_restored = False  # the index came from a checkpoint (IndexRefresh keeps it)
         self._rng_to_restore: dict | None = None
+        self.passage_encoder_frozen = freeze_passage_encoder
         if freeze_passage_encoder:
             for p in self._passage_encoder_params():
                 p.requires_grad_(False)
@@ -336,6 +341,33 @@ class JointRAGModule(pl.LightningModule):
             out.append(list(row[:C]))
         return out
 
+    def _index_passage_vectors(self, ids: list[str]) -> Tensor | None:
+        """(U, R, D) retrieval vectors of passages read from the index, or None when they
+        could differ from encoding them now. They cannot when the passage encoder is frozen
+        (eval mode, no dropout) and its retrieval vector is the plain backbone's (``mean_pool``
+        or ``last_token``: memory tokens and projector play no part), and the index holds the
+        whole corpus (not sharded). Query-side training (Atlas's answer to re-indexing) then
+        encodes no passage at all during training."""
+        if not self._index_vectors_fixed():
+            return None
+        index = self.system.index
+        return index.vectors[self.system.rows_of(ids).to(index.vectors.device)].to(self.device)
+
+    def _index_vectors_fixed(self) -> bool:
+        """The index's vectors are what encoding the corpus now would give (see
+        ``_index_passage_vectors``)."""
+        system, index = self.system, self.system.index
+        plain = system.compressor.retrieval_mode in ("mean_pool", "last_token")
+        whole = (
+            isinstance(index, PassageIndex) and system.corpus is not None and len(index) == len(system.corpus)
+        )
+        return self.passage_encoder_frozen and plain and whole
+
+    def index_is_current(self) -> bool:
+        """Rebuilding the index would change nothing: its vectors are fixed and it keeps no
+        corpus memory (the projector may train, so a cached memory would go stale)."""
+        return self._index_vectors_fixed() and self.system.corpus_memory is None
+
     def _joint_inputs(
         self, batch: RAGBatch, needs: frozenset[str], detach_selection: bool = False
     ) -> ObjectiveInputs:
@@ -345,8 +377,15 @@ class JointRAGModule(pl.LightningModule):
         unique = sorted({pid for row in cand_ids for pid in row})
         col = {pid: i for i, pid in enumerate(unique)}
         cand_rows = torch.tensor([[col[p] for p in row] for row in cand_ids], device=self.device)  # (B, C)
-        out = system.compressor(system.texts_of(unique), need_memory=system.generator.mode == "memory")
-        memory, p_ret = out.memory, out.retrieval  # (U, M, H) or None, (U, R, D)
+        # the generator-side memory only when an objective reads the generator (similarity
+        # alone needs the retrieval vectors: half the passage encoding under mean pooling)
+        need_memory = system.generator.mode == "memory" and bool(needs & READS_GENERATOR)
+        fixed = None if need_memory else self._index_passage_vectors(unique)
+        if fixed is not None:  # a frozen plain passage encoder: its vectors are the index's
+            memory, p_ret = None, fixed
+        else:
+            out = system.compressor(system.texts_of(unique), need_memory=need_memory)
+            memory, p_ret = out.memory, out.retrieval  # (U, M, H) or None, (U, R, D)
         q_ret = system.encode_queries(batch.queries, batch.instructions)  # (B, R, D)
         scores = score(q_ret, p_ret[cand_rows], system.similarity)  # (B, C)
         # label-free: the objectives see no gold passage (evaluation still does)

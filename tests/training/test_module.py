@@ -143,3 +143,39 @@ def test_a_resumed_fit_keeps_or_tags_its_index_with_the_restored_step(tmp_path, 
         assert steps == [] and cli.model.index_restored and cli.model.system.index.step == 0
     else:
         assert steps[0] == (2, 2)
+
+
+@pytest.mark.parametrize("retrieval", ["mean_pool", "memory"])
+def test_query_side_training_reads_passage_vectors_from_the_index(tiny_module, retrieval):
+    """A frozen plain passage encoder (mean_pool) takes its vectors from the index, with the
+    scores of encoding them; under memory retrieval the projector trains, so it encodes."""
+    from joint_rag.losses import Similarity
+    from joint_rag.models import Compressor
+
+    module, data = tiny_module(
+        compressor=Compressor("tiny-bert", num_memory_tokens=2, max_length=48, retrieval=retrieval),
+        objectives={"similarity": Similarity()},
+        freeze_passage_encoder=True,
+        similarity="cosine",
+    )
+    module.train()
+    module.build_index(show_progress=False)
+    batch = collate_examples(data.train[:4])
+    calls = []
+    real = module.system.compressor.forward
+    module.system.compressor.forward = lambda *a, **k: calls.append(1) or real(*a, **k)
+    random.seed(0), torch.manual_seed(0)  # candidates, and the query side's dropout
+    fast = module._joint_inputs(batch, module.objective.needs)
+    assert bool(calls) == (retrieval == "memory")
+    if retrieval == "memory":
+        return
+    module._index_passage_vectors = lambda ids: None  # the encoding path, for reference
+    random.seed(0), torch.manual_seed(0)
+    slow = module._joint_inputs(batch, module.objective.needs)
+    assert calls  # it did encode this time
+    torch.testing.assert_close(fast.scores, slow.scores, atol=1e-5, rtol=0)
+    torch.testing.assert_close(fast.inbatch_scores, slow.inbatch_scores, atol=1e-5, rtol=0)
+    loss, _ = module.objective(fast)
+    loss.backward()
+    grads = [p.grad for p in module.system.query_encoder.parameters() if p.grad is not None]
+    assert grads and sum(float(g.abs().sum()) for g in grads) > 0  # the query side trains

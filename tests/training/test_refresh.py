@@ -161,3 +161,23 @@ def test_rolling_updates_an_index_built_under_inference_mode(tiny_module) -> Non
     assert module.system.index.vectors.is_inference()
     module.system.refresh_rows([0, 1, 2], step=1)
     assert module.system.index.row_steps[:3].tolist() == [1, 1, 1]
+
+
+@pytest.mark.parametrize("cache_memory", [False, True])
+def test_a_frozen_plain_passage_encoder_is_never_re_encoded(tiny_module, tmp_path, cache_memory) -> None:
+    """Query-side training (frozen mean-pooled passage encoder): the first build only, the rows
+    marked fresh at every refresh; with a corpus memory (the projector trains) it rebuilds."""
+    from joint_rag.losses import Similarity
+    from joint_rag.models import Compressor
+
+    module, _ = tiny_module(
+        compressor=Compressor("tiny-bert", num_memory_tokens=2, max_length=48, retrieval="mean_pool"),
+        objectives={"similarity": Similarity()},
+        freeze_passage_encoder=True,
+        cache_corpus_memory=cache_memory,
+    )
+    refresh = IndexRefresh(every_n_steps=1, show_progress=False)
+    record, _ = _fit(module, refresh, 3, tmp_path)
+    assert refresh.refreshes == (4 if cache_memory else 1)  # the first build, then one per step
+    assert [m["train/row_age_max"] for m in record.metrics] == [0.0, 0.0, 0.0]
+    assert all(set(steps) == {s} for s, steps in enumerate(record.row_steps, start=1))
