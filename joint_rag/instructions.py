@@ -239,6 +239,28 @@ def family_p_mrr(result: dict, seen: Sequence[str]) -> dict[str, float]:
     return out
 
 
+def pair_records(result: dict, seen: Sequence[str]) -> list[dict]:
+    """One record per instruction pair of ``evaluate_instruction_following``'s result, named
+    like the run's metrics so that their mean over the pairs is the metric: ``p_mrr``,
+    ``p_mrr/{family}``, ``p_mrr_seen`` or ``p_mrr_unseen`` (when ``seen`` names the trained
+    families), ``instruction_ndcg@K_og`` / ``_new`` where judged; id ``pair:{query_id}``.
+    Undefined values are left out."""
+    out = []
+    for r in result["records"]:
+        rec: dict = {"id": f"pair:{r['query_id']}"}
+        if not math.isnan(r["p_mrr"]):
+            rec["p_mrr"] = r["p_mrr"]
+            if r["family"] is not None:
+                rec[f"p_mrr/{r['family']}"] = r["p_mrr"]
+                if seen:
+                    rec["p_mrr_seen" if r["family"] in seen else "p_mrr_unseen"] = r["p_mrr"]
+        for key, value in r.items():
+            if key.startswith("ndcg@") and not math.isnan(value):
+                rec[f"instruction_{key}"] = value
+        out.append(rec)
+    return out
+
+
 def read_instruction_pairs(path: str | Path) -> list[InstructionPair]:
     """Instruction pairs from a JSONL file; errors name the file, line and field.
 

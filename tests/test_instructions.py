@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -467,3 +468,27 @@ def test_p_mrr_per_family_and_on_seen_versus_unseen():
     assert logged["p_mrr_seen"] == pytest.approx(1 - 1 / 3)
     assert logged["p_mrr_unseen"] == pytest.approx(result["per_family"]["birth_years"]["p_mrr"])
     assert set(logged) == {"p_mrr/pet", "p_mrr/birth_years", "p_mrr_seen", "p_mrr_unseen"}
+
+
+def test_pair_records_average_to_the_logged_metrics():
+    """Per-pair records (the ablation's paired intervals) whose means are the run's metrics."""
+    from joint_rag.instructions import family_p_mrr, pair_records
+
+    pairs = [
+        InstructionPair("a", "q", "o", "n", ("p1",), family="pet"),
+        InstructionPair("b", "q2", "o", "n", ("p2",), family="pet"),
+        InstructionPair("c", "q3", "o", "n", ("p3",), family="birth_years"),
+    ]
+
+    def rank(queries, instructions):
+        order = {"q": ["p2", "p3", "p1"], "q2": ["p2", "p1", "p3"], "q3": ["p1", "p2", "p3"]}
+        return [order[q] if ins == "n" else ["p1", "p2", "p3"] for q, ins in zip(queries, instructions)]
+
+    result = evaluate_instruction_following(rank, pairs)
+    records = pair_records(result, seen=("pet",))
+    assert [r["id"] for r in records] == ["pair:a", "pair:b", "pair:c"]
+    logged = {**family_p_mrr(result, seen=("pet",)), "p_mrr": result["p_mrr"]}
+    for name, value in logged.items():
+        values = [r[name] for r in records if name in r]
+        assert values and statistics.fmean(values) == pytest.approx(value), name
+    assert pair_records(result, seen=())[0].keys() == {"id", "p_mrr", "p_mrr/pet"}

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from joint_rag.data.collate import RAGBatch
 from joint_rag.data.hard_negatives import contains_answer
-from joint_rag.instructions import family_p_mrr
+from joint_rag.instructions import family_p_mrr, pair_records
 from joint_rag.kernels import similarity as score
 from joint_rag.losses.base import Objective, ObjectiveInputs
 from joint_rag.losses.end_to_end import EndToEnd
@@ -673,6 +673,8 @@ class JointRAGModule(pl.LightningModule):
                     self.log(f"{split}/instruction_ndcg@10_{side}", following[f"ndcg@10_{side}"])
             for name, value in family_p_mrr(following, self._instruction_families()).items():
                 self.log(f"{split}/{name}", value)
+            if self.question_records is not None:  # per pair, for the ablation's paired intervals
+                self.question_records.extend(pair_records(following, self._instruction_families()))
 
     def _instruction_families(self) -> tuple[str, ...]:
         dm = self.trainer.datamodule if self._trainer is not None else None
