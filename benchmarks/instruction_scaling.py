@@ -1,0 +1,196 @@
+"""Curves of the instruction-data study (issue: count apart from exposure, unseen families,
+signals, models) from the finished runs of ``jrag ablate -c experiments/ablations/instruction_scaling.yaml``.
+
+    python benchmarks/instruction_scaling.py [--grid checkpoints/ablations/instruction_scaling]
+        [--out benchmarks/results/instruction_scaling_cpu.json] [--plot docs/results/instruction_scaling.png]
+
+Per row: the mean over seeds of p-MRR on seen and on unseen instruction families, of nDCG@10 on
+ordinary held-out questions and under the original / changed instruction, each with the
+two-level (seeds x pairs or questions) bootstrap 95% interval of its mean (``report.paired_bootstrap``
+on the row's own per-pair values), and the paired interval of its difference from ``n0`` (same
+seeds, same pairs). Trains nothing; run it again as more seeds finish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import re
+import statistics
+from pathlib import Path
+
+import numpy as np
+
+from joint_rag.ablation import read_questions
+from joint_rag.atomic import write_json
+from joint_rag.commands.gap import machine
+from joint_rag.report import paired_bootstrap, paired_differences
+
+REPO = Path(__file__).resolve().parents[1]
+GRID = REPO / "checkpoints" / "ablations" / "instruction_scaling"
+OUT = REPO / "benchmarks" / "results" / "instruction_scaling_cpu.json"
+METRICS = ("p_mrr_seen", "p_mrr_unseen", "ndcg@10", "instruction_ndcg@10_og", "instruction_ndcg@10_new")
+BASELINE = "n0"
+
+
+def row_kind(row: str) -> tuple[str, int] | None:
+    """``n256`` -> ("similarity", 256), ``rl_n16`` -> ("rl", 16), ``tiny_n0`` -> ("tiny", 0)."""
+    m = re.fullmatch(r"(?:(rl|tiny|smollm2)_)?n(\d+)", row)
+    return (m.group(1) or "similarity", int(m.group(2))) if m else None
+
+
+def load(grid: Path) -> dict[str, dict[int, dict]]:
+    """row -> seed -> {"metrics": ..., "questions": ...} of the finished runs."""
+    out: dict[str, dict[int, dict]] = {}
+    for done in sorted(grid.glob("runs/*/seed*/metrics.json")):
+        row, seed = done.parent.parent.name, int(done.parent.name.removeprefix("seed"))
+        questions = done.parent / "questions.jsonl"
+        out.setdefault(row, {})[seed] = {
+            "metrics": json.loads(done.read_text()),
+            "questions": read_questions(questions) if questions.is_file() else {},
+        }
+    return out
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and np.isfinite(value)
+
+
+def summarise(runs: dict[str, dict[int, dict]]) -> dict[str, dict]:
+    table = {}
+    base = {s: r["questions"] for s, r in runs.get(BASELINE, {}).items()}
+    for row, seeds in runs.items():
+        entry = {
+            "seeds": sorted(seeds),
+            "wall_seconds": [seeds[s]["metrics"]["wall_seconds"] for s in sorted(seeds)],
+        }
+        questions = {s: r["questions"] for s, r in seeds.items()}
+        for m in METRICS:
+            per_seed = [seeds[s]["metrics"].get(m) for s in sorted(seeds)]
+            if any(v is None for v in per_seed):
+                continue
+            ids = sorted(
+                set.intersection(
+                    *({q for q, v in qs.items() if _finite(v.get(m))} for qs in questions.values())
+                )
+            )
+            values = np.array([[questions[s][q][m] for q in ids] for s in sorted(questions)] if ids else [])
+            item = {"mean": statistics.fmean(per_seed), "per_seed": per_seed}
+            if values.size:
+                _, low, high = paired_bootstrap(values)
+                item["interval"] = [low, high]
+                item["items"] = values.shape[1]
+            if row != BASELINE and base:
+                diff, used, paired = paired_differences(questions, base, m)
+                if diff.size:
+                    delta, low, high = paired_bootstrap(diff)
+                    item["vs_n0"] = {"delta": delta, "interval": [low, high], "seeds": len(used),
+                                     "items": len(paired), "beyond_noise": bool(low > 0 or high < 0)}  # fmt: skip
+            entry[m] = item
+        table[row] = entry
+    return table
+
+
+def plot(table: dict[str, dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (("p_mrr_seen", "p-MRR, seen families"), ("p_mrr_unseen", "p-MRR, unseen families"),
+              ("ndcg@10", "nDCG@10, ordinary questions"))  # fmt: skip
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    lines = {"similarity": ("C0", "MiniLM, similarity"), "rl": ("C1", "MiniLM, Reinforce (nDCG)"),
+             "tiny": ("C2", "tiny random encoder, similarity"), "smollm2": ("C3", "SmolLM2, similarity")}  # fmt: skip
+    for ax, (metric, title) in zip(axes, panels):
+        for kind, (color, label) in lines.items():
+            pts = sorted(
+                (n, table[row][metric]) for row in table if (rk := row_kind(row)) and rk[0] == kind
+                for n in [rk[1]] if metric in table[row]
+            )  # fmt: skip
+            if kind == "rl" and "n0" in table and metric in table["n0"]:
+                pts = [(0, table["n0"][metric]), *pts]  # N = 0 has no instruction reward to differ by
+            if not pts:
+                continue
+            xs = [max(n, 4) for n, _ in pts]  # N = 0 drawn at 4 on the log axis
+            ys = [p["mean"] for _, p in pts]
+            lo = [p["mean"] - p.get("interval", [p["mean"]] * 2)[0] for _, p in pts]
+            hi = [p.get("interval", [p["mean"]] * 2)[1] - p["mean"] for _, p in pts]
+            ax.errorbar(xs, ys, yerr=[lo, hi], color=color, marker="o", ms=4, capsize=3, label=label)
+        if "frozen" in table and metric in table["frozen"]:
+            ax.axhline(
+                table["frozen"][metric]["mean"], color="gray", ls="--", lw=1, label="off-the-shelf MiniLM"
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([4, 16, 64, 256, 1024, 2048], ["0", "16", "64", "256", "1024", "2048"])
+        ax.set_xlabel("distinct instruction examples N (fixed exposure)")
+        ax.set_title(title, fontsize=9)
+    axes[0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def markdown(table: dict[str, dict]) -> str:
+    def cell(item: dict | None, diff: bool = True) -> str:
+        if item is None:
+            return "–"
+        s = f"{item['mean']:.3f}"
+        if "interval" in item:
+            s += f" [{item['interval'][0]:.3f}, {item['interval'][1]:.3f}]"
+        d = item.get("vs_n0")
+        if diff and d:
+            s += f"; Δ {d['delta']:+.3f} [{d['interval'][0]:+.3f}, {d['interval'][1]:+.3f}]" + (
+                "*" if d["beyond_noise"] else ""
+            )
+        return s
+
+    head = "| row | seeds | p-MRR seen | p-MRR unseen | nDCG@10 ordinary | nDCG@10 og / new instruction |\n"
+    head += "|---|---:|---|---|---|---|\n"
+    body = ""
+    for row, e in table.items():
+        og, new = e.get("instruction_ndcg@10_og"), e.get("instruction_ndcg@10_new")
+        ins = f"{og['mean']:.3f} / {new['mean']:.3f}" if og and new else "–"
+        body += (
+            f"| {row} | {len(e['seeds'])} | {cell(e.get('p_mrr_seen'))} | {cell(e.get('p_mrr_unseen'))} | "
+            f"{cell(e.get('ndcg@10'))} | {ins} |\n"
+        )
+    return head + body
+
+
+def order(row: str) -> tuple:
+    rk = row_kind(row)
+    kinds = ["similarity", "rl", "tiny", "smollm2"]
+    return (-1, 0) if rk is None else (kinds.index(rk[0]), rk[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--grid", type=Path, default=GRID)
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--plot", type=Path)
+    args = parser.parse_args()
+    runs = load(args.grid)
+    if not runs:
+        raise SystemExit(f"{args.grid}: no finished runs (runs/ROW/seedS/metrics.json)")
+    summary = summarise(runs)
+    table = {row: summary[row] for row in sorted(runs, key=order)}
+    write_json(
+        args.out,
+        {
+            "benchmark": "instruction_scaling",
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "machine": machine("cpu"),
+            "grid": str(args.grid.relative_to(REPO) if args.grid.is_relative_to(REPO) else args.grid),
+            "baseline": BASELINE,
+            "rows": table,
+        },
+    )
+    if args.plot:
+        plot(table, args.plot)
+    print(markdown(table))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""benchmarks/instruction_scaling.py on a grid folder the test writes: row names, per-row means
+with intervals, paired differences from n0, the table and the plot."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location(
+        "instruction_scaling", REPO / "benchmarks" / "instruction_scaling.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _run(grid: Path, row: str, seed: int, pairs: list[float], ndcg: list[float]) -> None:
+    folder = grid / "runs" / row / f"seed{seed}"
+    folder.mkdir(parents=True)
+    lines = [{"id": f"q{i}", "ndcg@10": v} for i, v in enumerate(ndcg)]
+    lines += [{"id": f"pair:{i}", "p_mrr": v, "p_mrr_seen": v} for i, v in enumerate(pairs)]
+    (folder / "questions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    metrics = {"ndcg@10": sum(ndcg) / len(ndcg), "p_mrr_seen": sum(pairs) / len(pairs), "wall_seconds": 1.0}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_summary_means_intervals_and_paired_differences(tmp_path):
+    mod = _module()
+    assert mod.row_kind("n256") == ("similarity", 256)
+    assert mod.row_kind("rl_n16") == ("rl", 16) and mod.row_kind("tiny_n0") == ("tiny", 0)
+    assert mod.row_kind("frozen") is None
+    for seed in (0, 1):
+        _run(tmp_path, "n0", seed, [0.0, 0.1, -0.1, 0.2], [1.0, 0.5])
+        _run(tmp_path, "n16", seed, [0.3, 0.5, 0.2, 0.6], [1.0, 0.5])  # +0.35 on every seed
+    table = mod.summarise(mod.load(tmp_path))
+    seen = table["n16"]["p_mrr_seen"]
+    assert seen["mean"] == pytest.approx(0.4) and seen["items"] == 4
+    assert seen["interval"][0] <= 0.4 <= seen["interval"][1]
+    d = seen["vs_n0"]
+    assert d["delta"] == pytest.approx(0.35) and d["beyond_noise"] and d["seeds"] == 2
+    same = table["n16"]["ndcg@10"]["vs_n0"]
+    assert same["delta"] == pytest.approx(0.0) and not same["beyond_noise"]
+    assert "vs_n0" not in table["n0"]["p_mrr_seen"]
+    text = mod.markdown(table)
+    assert "| n16 | 2 | 0.400" in text and "Δ +0.350" in text
+    mod.plot(table, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 0
