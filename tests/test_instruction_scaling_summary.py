@@ -49,6 +49,6 @@ def test_summary_means_intervals_and_paired_differences(tmp_path):
     assert same["delta"] == pytest.approx(0.0) and not same["beyond_noise"]
     assert "vs_n0" not in table["n0"]["p_mrr_seen"]
     text = mod.markdown(table)
-    assert "| n16 | 2 | 0.400" in text and "Δ +0.350" in text
+    assert "| n16 | 2 | " in text and "0.400 [" in text and "Δ +0.350" in text
     mod.plot(table, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 0
