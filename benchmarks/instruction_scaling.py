@@ -57,9 +57,25 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and np.isfinite(value)
 
 
+def comparisons(row: str) -> dict[str, str]:
+    """What a row is compared with (paired, same seeds and pairs): ``vs_n0`` its model's N = 0
+    row (ordinary questions only); ``vs_similarity`` for a Reinforce row, the similarity row of
+    the same N (which signal teaches more from the same examples)."""
+    rk = row_kind(row)
+    if rk is None:
+        return {"vs_n0": BASELINE}
+    kind, n = rk
+    out = {}
+    zero = BASELINE if kind in ("similarity", "rl") else f"{kind}_n0"
+    if row != zero:
+        out["vs_n0"] = zero
+    if kind == "rl":
+        out["vs_similarity"] = f"n{n}"
+    return out
+
+
 def summarise(runs: dict[str, dict[int, dict]]) -> dict[str, dict]:
     table = {}
-    base = {s: r["questions"] for s, r in runs.get(BASELINE, {}).items()}
     for row, seeds in runs.items():
         entry = {
             "seeds": sorted(seeds),
@@ -81,12 +97,15 @@ def summarise(runs: dict[str, dict[int, dict]]) -> dict[str, dict]:
                 _, low, high = paired_bootstrap(values)
                 item["interval"] = [low, high]
                 item["items"] = values.shape[1]
-            if row != BASELINE and base:
+            for key, other in comparisons(row).items():
+                if other not in runs:
+                    continue
+                base = {s: r["questions"] for s, r in runs[other].items()}
                 diff, used, paired = paired_differences(questions, base, m)
                 if diff.size:
                     delta, low, high = paired_bootstrap(diff)
-                    item["vs_n0"] = {"delta": delta, "interval": [low, high], "seeds": len(used),
-                                     "items": len(paired), "beyond_noise": bool(low > 0 or high < 0)}  # fmt: skip
+                    item[key] = {"row": other, "delta": delta, "interval": [low, high], "seeds": len(used),
+                                 "items": len(paired), "beyond_noise": bool(low > 0 or high < 0)}  # fmt: skip
             entry[m] = item
         table[row] = entry
     return table
@@ -158,7 +177,23 @@ def markdown(table: dict[str, dict]) -> str:
     for row, e in table.items():
         cells = " | ".join(cell(e.get(m)) for m in METRICS)
         body += f"| {row} | {len(e['seeds'])} | {cells} |\n"
-    return head + body
+    signal = ""
+    for row, e in table.items():
+        rk = row_kind(row)
+        if rk is None or rk[0] != "rl":
+            continue
+        cells = []
+        for m in ("p_mrr_seen", "p_mrr_unseen", "instruction_ndcg@10_new"):
+            d = e.get(m, {}).get("vs_similarity")
+            cells.append("–" if d is None else f"{d['delta']:+.3f} [{d['interval'][0]:+.3f}, {d['interval'][1]:+.3f}]"
+                         + ("*" if d["beyond_noise"] else "") + f" ({d['seeds']} seeds)")  # fmt: skip
+        signal += f"| {rk[1]} | " + " | ".join(cells) + " |\n"
+    if signal:
+        signal = (
+            "\n| N | Reinforce − similarity: p-MRR seen | p-MRR unseen | nDCG@10 changed instruction |\n"
+            "|---:|---|---|---|\n" + signal
+        )
+    return head + body + signal
 
 
 def order(row: str) -> tuple:

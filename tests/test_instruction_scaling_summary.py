@@ -36,6 +36,8 @@ def test_summary_means_intervals_and_paired_differences(tmp_path):
     assert mod.row_kind("n256") == ("similarity", 256)
     assert mod.row_kind("rl_n16") == ("rl", 16) and mod.row_kind("tiny_n0") == ("tiny", 0)
     assert mod.row_kind("frozen") is None
+    assert mod.comparisons("rl_n16") == {"vs_n0": "n0", "vs_similarity": "n16"}
+    assert mod.comparisons("tiny_n256") == {"vs_n0": "tiny_n0"} and mod.comparisons("n0") == {}
     for seed in (0, 1):
         _run(tmp_path, "n0", seed, [0.0, 0.1, -0.1, 0.2], [1.0, 0.5])
         _run(tmp_path, "n16", seed, [0.3, 0.5, 0.2, 0.6], [1.0, 0.5])  # +0.35 on every seed
