@@ -227,16 +227,14 @@ def _judgements(rec: dict, name: str, where: str) -> dict[str, float] | None:
 def family_p_mrr(result: dict, seen: Sequence[str]) -> dict[str, float]:
     """``p_mrr/{family}`` per family, and ``p_mrr_seen`` / ``p_mrr_unseen`` (mean over the
     queries of the families in / not in ``seen``), from ``evaluate_instruction_following``'s
-    result; empty when its pairs name no family. Undefined means are left out."""
-    records = [r for r in result["records"] if r["family"] is not None and not math.isnan(r["p_mrr"])]
-    if not records:
-        return {}
-    out = {f"p_mrr/{family}": v["p_mrr"] for family, v in result["per_family"].items() if v["queries"]}
-    for name, keep in (("p_mrr_seen", True), ("p_mrr_unseen", False)):
-        scores = [r["p_mrr"] for r in records if (r["family"] in seen) == keep]
-        if scores and seen:
-            out[name] = statistics.fmean(scores)
-    return out
+    result: the means of ``pair_records`` over the pairs; empty when its pairs name no family.
+    Undefined means are left out."""
+    values: dict[str, list[float]] = {}
+    for rec in pair_records(result, seen):
+        for key, value in rec.items():
+            if key.startswith("p_mrr/") or key in ("p_mrr_seen", "p_mrr_unseen"):
+                values.setdefault(key, []).append(value)
+    return {key: statistics.fmean(v) for key, v in values.items()}
 
 
 def pair_records(result: dict, seen: Sequence[str]) -> list[dict]:
