@@ -6,6 +6,10 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export OMP_WAIT_POLICY := PASSIVE
+# `python -m` puts the working directory first on sys.path, and the repository's kernels/
+# (installed as joint_rag.kernels) would then shadow Hugging Face's `kernels` package, which
+# transformers 5.x imports: keep the working directory off sys.path
+export PYTHONSAFEPATH := 1
 
 .PHONY: help setup test test-full lint run clean
 

@@ -77,7 +77,10 @@ def generated_beir(folder: Path, split: str = "val") -> Path:
 
 def jrag(*args: str) -> None:
     cmd = [sys.executable, "-m", "joint_rag.cli", *args]
-    subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    # PYTHONSAFEPATH: keep the repository root (its kernels/ folder) off the subprocess's sys.path
+    subprocess.run(
+        cmd, check=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONSAFEPATH": "1"}
+    )
 
 
 def run(row: str, seed: int, root: Path, extra: list[str], report_only: bool = False) -> dict | None:

@@ -15,6 +15,17 @@ that have only ``metrics.json``: they still count, without paired data. Reports:
 ``joint_rag.report`` (results.md, results.csv, results.json, results.png): every row's paired
 bootstrap 95% interval of its difference from the ``baseline`` row (same seeds, same questions).
 
+Run records (``records: FOLDER``, optional). Run folders live under ``out_dir`` (checkpoints/,
+git-ignored), so a fresh clone has none and would rerun every cell. With ``records`` set, each
+finished run is also written as one JSON file, ``FOLDER/VARIANT/seedS.json``: its metrics, its
+per-question metrics, the machine, the git commit, and the SHA-256 of its resolved settings
+(the base files as parsed plus the run's override flags). A folder under version control (the
+shipped grids use ``benchmarks/results/ablations/NAME``) makes a grid accumulate across
+sessions and machines: a run counts as finished when its folder or its record says so, and runs
+finished before records existed get one at the next ``jrag ablate``. A record whose settings
+hash differs from the grid's current one still counts and is listed in the report as made with
+other settings.
+
 Grid file::
 
     ablation:
@@ -30,10 +41,12 @@ Grid file::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
@@ -41,6 +54,7 @@ import yaml
 from joint_rag.atomic import atomic_write, write_json
 from joint_rag.config import build, override
 from joint_rag.errors import GridError
+from joint_rag.provenance import git_commit, machine
 
 REQUIRED = ("frozen", "similarity")
 USEFULNESS = ("end_to_end", "rag_sequence", "rag_token", "pdist", "emdr2", "lsr")
@@ -57,7 +71,10 @@ FIELDS = (
     "retrieval_only",
     "frozen",
     "baseline",
+    "records",
 )
+#: version of the run-record files (``records:``); newer files are refused by name
+RECORD_FORMAT = 1
 
 
 @dataclass
@@ -72,6 +89,20 @@ class Grid:
     overrides: dict = field(default_factory=dict)
     retrieval_only: bool = False
     baseline: str = "frozen"
+    records: Path | None = None
+
+    def record_path(self, variant: str, seed: int) -> Path | None:
+        """The run's record file (``records:``), or None when the grid keeps no records."""
+        return None if self.records is None else self.records / variant / f"seed{seed}.json"
+
+    def settings_sha256(self, variant: str, seed: int) -> str:
+        """SHA-256 of what defines the run: the base files as parsed (comments and layout do not
+        count) and its override flags, less the output folder."""
+        bases = [yaml.safe_load(b.read_text()) for b in self.bases]
+        text = json.dumps(
+            {"bases": bases, "flags": self.settings_flags(variant, seed)}, sort_keys=True, default=str
+        )
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def runs(self) -> list[tuple[str, int]]:
         """Seed-major order, so an interrupted ablation has every variant on the first seeds."""
@@ -79,6 +110,10 @@ class Grid:
 
     def run_dir(self, variant: str, seed: int) -> Path:
         return self.out_dir / "runs" / variant / f"seed{seed}"
+
+    def settings_flags(self, variant: str, seed: int) -> list[str]:
+        """The run's override flags less its output folder (what a record keeps)."""
+        return [f for f in self.flags_for(variant, seed) if not f.startswith("--trainer.default_root_dir=")]
 
     def flags_for(self, variant: str, seed: int) -> list[str]:
         """The LightningCLI override flags of one run (after the base files)."""
@@ -159,21 +194,39 @@ def load_grid(path: str | Path) -> Grid:
     if not isinstance(overrides, dict):
         raise GridError(f"{path}: ablation.overrides must be a mapping of dotted keys to values")
     out_dir = Path(spec.get("out_dir", Path("checkpoints") / "ablations" / path.stem))
+    records = spec.get("records")
+    if records is not None and (not isinstance(records, str) or not records.strip()):
+        raise GridError(f"{path}: ablation.records must be a folder path, got {records!r}")
     baseline = spec.get("baseline", "frozen" if "frozen" in variants else next(iter(variants)))
     if baseline not in variants:
         raise GridError(
             f"{path}: ablation.baseline: {baseline!r} is not a row of the grid; rows: {list(variants)}"
         )
-    return Grid(path, bases, out_dir, seeds, variants, overrides, retrieval_only, baseline)
+    return Grid(
+        path,
+        bases,
+        out_dir,
+        seeds,
+        variants,
+        overrides,
+        retrieval_only,
+        baseline,
+        None if records is None else Path(records),
+    )
 
 
 def finished(grid: Grid) -> dict[tuple[str, int], dict]:
-    """The metrics of the runs that have finished (a ``metrics.json`` in their folder)."""
+    """The metrics of the runs that have finished: a ``metrics.json`` in their folder, else a run
+    record (``records:``)."""
     out = {}
     for variant, seed in grid.runs():
         done = grid.run_dir(variant, seed) / "metrics.json"
         if done.exists():
             out[(variant, seed)] = json.loads(done.read_text())
+        else:
+            record = read_record(grid, variant, seed)
+            if record is not None:
+                out[(variant, seed)] = record["metrics"]
     return out
 
 
@@ -191,13 +244,100 @@ def read_questions(path: Path) -> dict[str, dict[str, float]]:
 
 
 def finished_questions(grid: Grid) -> dict[tuple[str, int], dict[str, dict[str, float]]]:
-    """The per-question metrics of the finished runs that have them (older runs have none)."""
+    """The per-question metrics of the finished runs that have them (older runs have none): from
+    the run's folder, else its record."""
     out = {}
     for variant, seed in grid.runs():
         run = grid.run_dir(variant, seed)
-        if (run / "metrics.json").exists() and (run / QUESTIONS).exists():
-            out[(variant, seed)] = read_questions(run / QUESTIONS)
+        if (run / "metrics.json").exists():
+            if (run / QUESTIONS).exists():
+                out[(variant, seed)] = read_questions(run / QUESTIONS)
+            continue
+        record = read_record(grid, variant, seed)
+        if record is not None and record["questions"]:
+            out[(variant, seed)] = {str(q.pop("id")): q for q in record["questions"]}
     return out
+
+
+def read_record(grid: Grid, variant: str, seed: int) -> dict | None:
+    """A run's record (``records:``), None when there is none; GridError naming the file when it
+    is not one this version wrote for this run."""
+    path = grid.record_path(variant, seed)
+    if path is None or not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise GridError(f"{path}: cannot read the run record: {err}; delete it to rerun the run") from None
+    if not isinstance(record, dict) or not isinstance(record.get("format"), int):
+        raise GridError(f"{path}: not a joint-rag run record (no integer 'format' field)")
+    if record["format"] > RECORD_FORMAT:
+        raise GridError(
+            f"{path}: run record format {record['format']} is newer than this joint-rag reads "
+            f"({RECORD_FORMAT}); upgrade joint-rag"
+        )
+    for name, kind in (("variant", str), ("seed", int), ("metrics", dict), ("questions", list)):
+        if not isinstance(record.get(name), kind):
+            raise GridError(f"{path}: run record field {name!r} is missing or not a {kind.__name__}")
+    if (record["variant"], record["seed"]) != (variant, seed):
+        raise GridError(
+            f"{path}: the record is of {record['variant']} seed {record['seed']}, "
+            f"not {variant} seed {seed}: the file was moved; put it back or delete it"
+        )
+    for n, q in enumerate(record["questions"]):
+        if not isinstance(q, dict) or "id" not in q:
+            raise GridError(f"{path}: questions[{n}] has no 'id'")
+    return record
+
+
+def write_record(grid: Grid, variant: str, seed: int, metrics: dict, questions: dict | None) -> Path | None:
+    """Write the run's record (atomically; nothing when the grid keeps no records)."""
+    path = grid.record_path(variant, seed)
+    if path is None:
+        return None
+    rows = [{"id": q, **{k: round(v, 6) for k, v in m.items()}} for q, m in (questions or {}).items()]
+    return write_json(
+        path,
+        {
+            "format": RECORD_FORMAT,
+            "grid": str(grid.path),
+            "variant": variant,
+            "seed": seed,
+            "settings_sha256": grid.settings_sha256(variant, seed),
+            "flags": grid.settings_flags(variant, seed),
+            "machine": machine(),
+            "git": git_commit(),
+            "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "metrics": metrics,
+            "questions": rows,
+        },
+    )
+
+
+def backfill_records(grid: Grid) -> list[tuple[str, int]]:
+    """Write the missing records of runs whose folders finished (before the grid kept records);
+    returns the runs recorded."""
+    if grid.records is None:
+        return []
+    done = []
+    for variant, seed in grid.runs():
+        run = grid.run_dir(variant, seed)
+        path = grid.record_path(variant, seed)
+        if (run / "metrics.json").exists() and path is not None and not path.exists():
+            questions = read_questions(run / QUESTIONS) if (run / QUESTIONS).exists() else None
+            write_record(grid, variant, seed, json.loads((run / "metrics.json").read_text()), questions)
+            done.append((variant, seed))
+    return done
+
+
+def stale_records(grid: Grid) -> list[tuple[str, int]]:
+    """The recorded runs whose settings hash differs from what the grid defines now."""
+    stale = []
+    for variant, seed in grid.runs():
+        record = read_record(grid, variant, seed)
+        if record is not None and record.get("settings_sha256") != grid.settings_sha256(variant, seed):
+            stale.append((variant, seed))
+    return stale
 
 
 def _questions_text(records: list[dict], metrics: dict[str, float]) -> str:
@@ -223,6 +363,9 @@ def run_one(grid: Grid, variant: str, seed: int) -> dict:
     done = grid.run_dir(variant, seed) / "metrics.json"
     if done.exists():
         return json.loads(done.read_text())
+    record = read_record(grid, variant, seed)
+    if record is not None:
+        return record["metrics"]
     t0 = time.perf_counter()
     cli = build(grid.bases, grid.flags_for(variant, seed))
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
@@ -233,4 +376,5 @@ def run_one(grid: Grid, variant: str, seed: int) -> dict:
     metrics["wall_seconds"] = round(time.perf_counter() - t0, 1)
     atomic_write(done.parent / QUESTIONS, _questions_text(records, metrics))
     write_json(done, metrics)
+    write_record(grid, variant, seed, metrics, read_questions(done.parent / QUESTIONS))
     return metrics

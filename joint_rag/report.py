@@ -206,11 +206,13 @@ def write_results(
     wall: float,
     questions: dict[tuple[str, int], Questions] | None = None,
     baseline: str = "frozen",
+    notes: list[str] | None = None,
 ) -> Path:
     """results.md, results.csv, results.json and results.png in ``out``; returns the markdown file.
 
     ``questions``: the per-question metrics of the runs that have them (``questions.jsonl``);
-    without them every comparison falls back to two standard errors."""
+    without them every comparison falls back to two standard errors. ``notes``: warnings printed
+    under the title (for example runs recorded with other settings)."""
     table = summarise(variants, seeds, results)
     metrics = [m for m in metric_names(list(results.values())) if any(m in row for row in table.values())]
     seeds_done = {v: int(row.pop("seeds")[0]) for v, row in table.items()}
@@ -275,6 +277,8 @@ def write_results(
         short.append(f"{n_seeds} seed{'s' if n_seeds != 1 else ''} (fewer than {MIN_SEEDS})")
     if n_questions is not None and n_questions < MIN_QUESTIONS:
         short.append(f"{n_questions} evaluation questions (fewer than {MIN_QUESTIONS})")
+    for note in notes or []:
+        lines += [f"**Note:** {note}", ""]
     if short:
         lines += [
             f"**Warning:** the intervals use {' and '.join(short)}: too few to tell small differences "

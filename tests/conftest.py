@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,15 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+# `python -m pytest` from the repository root puts the root first on sys.path; its kernels/ folder
+# (installed as joint_rag.kernels) would shadow Hugging Face's `kernels` package, which
+# transformers 5.x imports. Take the root off the path here and in the tests' subprocesses
+# (PYTHONSAFEPATH; joint_rag itself comes from the editable install).
+os.environ.setdefault("PYTHONSAFEPATH", "1")
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO]
+if getattr(sys.modules.get("kernels"), "__file__", None) == str(REPO / "kernels" / "__init__.py"):
+    del sys.modules["kernels"]
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,58 @@ def test_seeds_and_only_restrict_what_runs(tmp_path, monkeypatch, capsys):
         with pytest.raises(SystemExit):
             main_ablate(["-c", str(grid_file), *argv])
         assert message in capsys.readouterr().err
+
+
+def test_run_records_let_a_fresh_clone_report_and_resume(tmp_path, monkeypatch, capsys):
+    """``records:``: one JSON file per finished run; with the run folders gone (a fresh clone) the
+    report is the same and nothing reruns; old runs are backfilled; other settings are flagged;
+    a record that is not one is refused by name."""
+    import joint_rag.ablation as ablation
+
+    monkeypatch.chdir(REPO)
+    grid_file = tmp_path / "grid.yaml"
+    spec = yaml.safe_load((REPO / "experiments/ablations/smoke.yaml").read_text())
+    spec["ablation"].update(out_dir=str(tmp_path / "out"), seeds=[0, 1], menu=["frozen", "similarity"])
+    spec["ablation"]["overrides"]["trainer.max_steps"] = 1
+    grid_file.write_text(yaml.safe_dump(spec))
+    assert main_ablate(["-c", str(grid_file)]) == 0  # no records yet: the grid keeps none
+    out, records = tmp_path / "out", tmp_path / "records"
+    table = (out / "results.md").read_text().split("wall time")[1].split("s.", 1)[1]
+    spec["ablation"]["records"] = str(records)
+    grid_file.write_text(yaml.safe_dump(spec))
+    assert main_ablate(["-c", str(grid_file), "--report-only"]) == 0  # backfills the records
+    assert "recorded similarity seed 1" in capsys.readouterr().out
+    record = json.loads((records / "similarity" / "seed1.json").read_text())
+    run = out / "runs/similarity/seed1"
+    assert record["metrics"] == json.loads((run / "metrics.json").read_text())
+    assert record["variant"] == "similarity" and record["seed"] == 1 and record["machine"]["cpu"]
+    assert {q["id"]: q["recall@5"] for q in record["questions"]} == {
+        q: m["recall@5"] for q, m in ablation.read_questions(run / "questions.jsonl").items()
+    }
+    assert "--seed_everything=1" in record["flags"]
+    assert not any(f.startswith("--trainer.default_root_dir") for f in record["flags"])
+    # a fresh clone: no run folders; the same report, and nothing reruns
+    shutil.rmtree(out)
+    assert main_ablate(["-c", str(grid_file), "--report-only"]) == 0
+    assert (out / "results.md").read_text().split("wall time")[1].split("s.", 1)[1] == table
+    monkeypatch.setattr(ablation, "run_one", lambda *a: pytest.fail("a recorded run reran"))
+    assert main_ablate(["-c", str(grid_file)]) == 0
+    # a record made with other settings counts, and the report says so
+    record["settings_sha256"] = "0" * 64
+    (records / "similarity" / "seed1.json").write_text(json.dumps(record))
+    assert main_ablate(["-c", str(grid_file), "--report-only"]) == 0
+    assert "other settings than the grid defines now" in (out / "results.md").read_text()
+    assert "similarity seed 1" in (out / "results.md").read_text()
+    # records that are not this run's, or not readable, are refused by file
+    grid = load_grid(grid_file)
+    path = records / "similarity" / "seed1.json"
+    for text, message in (
+        ("{not json", "cannot read the run record"),
+        (json.dumps({**record, "format": 99}), "run record format 99 is newer"),
+        (json.dumps({**record, "seed": 0}), "the record is of similarity seed 0, not similarity seed 1"),
+        (json.dumps({k: v for k, v in record.items() if k != "metrics"}), "field 'metrics' is missing"),
+    ):
+        path.write_text(text)
+        with pytest.raises(GridError, match=message) as err:
+            ablation.finished(grid)
+        assert str(path) in str(err.value)

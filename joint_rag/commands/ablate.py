@@ -35,7 +35,14 @@ def main(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
 
-    from joint_rag.ablation import finished, finished_questions, load_grid, run_one
+    from joint_rag.ablation import (
+        backfill_records,
+        finished,
+        finished_questions,
+        load_grid,
+        run_one,
+        stale_records,
+    )
     from joint_rag.report import write_results
 
     grid = load_grid(args.config)
@@ -52,10 +59,19 @@ def main(argv: list[str]) -> int:
     if foreign:
         fail(PROG, f"--seeds: {foreign} are not seeds of the grid; it has {grid.seeds}")
     t0 = time.perf_counter()
+    for variant, seed in backfill_records(grid):
+        print(
+            f"[jrag ablate] recorded {variant} seed {seed} in {grid.record_path(variant, seed)}", flush=True
+        )
     results = finished(grid)
     if args.report_only:
         if not results:
-            fail(PROG, f"no finished runs under {grid.out_dir / 'runs'}")
+            where = grid.out_dir / "runs"
+            fail(
+                PROG,
+                f"no finished runs under {where}"
+                + (f" nor records under {grid.records}" if grid.records else ""),
+            )
         wall = sum(float(r.get("wall_seconds", 0.0)) for r in results.values())  # the runs' own times
     else:
         for variant, seed in grid.runs():
@@ -66,6 +82,15 @@ def main(argv: list[str]) -> int:
             print(f"[jrag ablate] {variant} seed {seed}", flush=True)
             results[(variant, seed)] = run_one(grid, variant, seed)
         wall = time.perf_counter() - t0
+    stale = stale_records(grid)
+    notes = []
+    if stale:
+        runs = ", ".join(f"{v} seed {s}" for v, s in stale)
+        notes.append(
+            f"{len(stale)} recorded run(s) were made with other settings than the grid defines now "
+            f"(settings hash differs; see their records under `{grid.records}`): {runs}."
+        )
+        print(f"[jrag ablate] warning: {notes[-1]}", flush=True)
     base = " + ".join(map(str, grid.bases))
     baseline = args.baseline or grid.baseline
     path = write_results(
@@ -78,6 +103,7 @@ def main(argv: list[str]) -> int:
         wall,
         questions=finished_questions(grid),
         baseline=baseline,
+        notes=notes,
     )
     print(path.read_text())
     return 0

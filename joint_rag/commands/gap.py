@@ -5,13 +5,11 @@
 
 from __future__ import annotations
 
-import os
-import platform
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from joint_rag import provenance
 from joint_rag.commands.args import Parser, fail, set_flag
 
 PROG = "jrag gap"
@@ -160,26 +158,9 @@ def _export_source(folder: Path):
 
 
 def machine(device: str) -> dict:
-    """What the measurement ran on: CPU model, cores, torch threads, GPU."""
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": device,
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-    }
+    """What the measurement ran on (``joint_rag.provenance.machine``; kept here for the scripts
+    that import it from this command)."""
+    return provenance.machine(device)
 
 
 def table(result: dict) -> str:

@@ -8,7 +8,9 @@ starts from the same off-the-shelf retriever and index. This cache stores, per p
 answer tokens' log-probabilities in an SQLite file, so a grid pays for each reading once.
 
 Exactness. The key is the SHA-256 of the reader's fingerprint (every weight's bytes, dtype,
-torch version, device type, thread count) and the exact token ids (prompt + answer) the
+torch version, device type, thread count), the autocast state it reads under (a
+``trainer.precision: bf16-mixed`` run computes in bfloat16, so its readings differ from a
+float32 run's by more than rounding) and the exact token ids (prompt + answer) the
 generator would read, so a changed prompt template, truncation, answer or weight is a miss,
 never a stale hit. A miss is computed alone (a batch of one, eval mode, no gradient), so the
 stored value does not depend on which other rows shared the step: a run gives the same numbers
@@ -48,6 +50,15 @@ def reader_fingerprint(model: nn.Module) -> str:
         h.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|{t.device.type}|".encode())
         h.update(t.cpu().contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def autocast_tag(generator: Generator) -> str:
+    """The autocast state on the reader's device: empty when off (so float32 keys are those of
+    format 1 files), else ``|autocast DTYPE``."""
+    device = generator.model.get_input_embeddings().weight.device.type
+    if not torch.is_autocast_enabled(device):
+        return ""
+    return f"|autocast {torch.get_autocast_dtype(device)}"
 
 
 class ReaderCache:
@@ -134,7 +145,7 @@ class ReaderCache:
         self.check_reader(generator)
         B = len(queries)
         instructions = instructions or [None] * B
-        fp = self.fingerprint(generator)
+        fp = self.fingerprint(generator) + autocast_tag(generator)
         keys, lens = [], []
         for b in range(B):
             prompt, _ = generator.prompt_ids(queries[b], len(passages[b]), 0, instructions[b], passages[b])

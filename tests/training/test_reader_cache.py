@@ -61,6 +61,22 @@ def test_any_change_of_prompt_answer_or_weights_misses(tmp_path):
     assert cache.hits == 1
 
 
+def test_reading_under_bf16_autocast_is_its_own_key(tmp_path):
+    """A bf16-mixed run's readings differ from float32 ones by more than rounding: never shared."""
+    gen = reader()
+    cache = ReaderCache(tmp_path / "r.sqlite")
+    fp32 = cache.read(gen, QUERIES[:1], ANSWERS[:1], PASSAGES[:1])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = cache.read(gen, QUERIES[:1], ANSWERS[:1], PASSAGES[:1])
+        again = cache.read(gen, QUERIES[:1], ANSWERS[:1], PASSAGES[:1])
+    assert (cache.misses, cache.hits) == (2, 1)
+    assert torch.equal(again.token_logprobs, bf16.token_logprobs)
+    assert not torch.equal(bf16.token_logprobs, fp32.token_logprobs)
+    assert torch.equal(
+        cache.read(gen, QUERIES[:1], ANSWERS[:1], PASSAGES[:1]).token_logprobs, fp32.token_logprobs
+    )
+
+
 def test_untrustworthy_files_and_readers_are_refused(tmp_path):
     text = tmp_path / "notes.sqlite"
     text.write_text("not a database\n" * 100)
