@@ -296,22 +296,23 @@ def write_record(grid: Grid, variant: str, seed: int, metrics: dict, questions: 
     if path is None:
         return None
     rows = [{"id": q, **{k: round(v, 6) for k, v in m.items()}} for q, m in (questions or {}).items()]
-    return write_json(
-        path,
-        {
-            "format": RECORD_FORMAT,
-            "grid": str(grid.path),
-            "variant": variant,
-            "seed": seed,
-            "settings_sha256": grid.settings_sha256(variant, seed),
-            "flags": grid.settings_flags(variant, seed),
-            "machine": machine(),
-            "git": git_commit(),
-            "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "metrics": metrics,
-            "questions": rows,
-        },
-    )
+    head = {
+        "format": RECORD_FORMAT,
+        "grid": str(grid.path),
+        "variant": variant,
+        "seed": seed,
+        "settings_sha256": grid.settings_sha256(variant, seed),
+        "flags": grid.settings_flags(variant, seed),
+        "machine": machine(),
+        "git": git_commit(),
+        "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "metrics": metrics,
+    }
+    # one line per question, so the file stays small and diffs by question
+    lines = ",\n".join("    " + json.dumps(r, ensure_ascii=False) for r in rows)
+    text = json.dumps(head, indent=2, ensure_ascii=False)[:-2]
+    text += ',\n  "questions": [' + (f"\n{lines}\n  " if rows else "") + "]\n}\n"
+    return atomic_write(path, text)
 
 
 def backfill_records(grid: Grid) -> list[tuple[str, int]]:
