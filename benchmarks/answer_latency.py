@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import platform
 import statistics
 import sys
@@ -30,6 +29,7 @@ import time
 from pathlib import Path
 
 import joint_rag  # noqa: F401  - sets OMP_WAIT_POLICY before torch loads
+from joint_rag import provenance
 from joint_rag.atomic import write_json
 from joint_rag.pipeline import JointRAG
 
@@ -104,25 +104,8 @@ def time_row(rag: JointRAG, queries: list[str], repeats: int, warmup: int, new_t
 
 
 def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        names = [
-            ln.split(":", 1)[1].strip()
-            for ln in Path("/proc/cpuinfo").read_text().splitlines()
-            if ln.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "joint_rag": joint_rag.__version__,
-    }
+    """provenance.machine() plus the platform string and the joint_rag version."""
+    return {**provenance.machine(), "platform": platform.platform(), "joint_rag": joint_rag.__version__}
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -23,7 +23,6 @@ over exact search at each B.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import statistics
 import time
@@ -33,6 +32,7 @@ import joint_rag  # noqa: F401  - sets OMP_WAIT_POLICY before torch loads
 
 import torch  # noqa: E402  isort: skip
 
+from joint_rag import provenance  # noqa: E402
 from joint_rag.atomic import write_json  # noqa: E402
 from joint_rag.retrieval.index import PassageIndex  # noqa: E402
 
@@ -71,21 +71,10 @@ def timed_search(index: PassageIndex, queries: torch.Tensor, b: int) -> float:
 
 
 def machine() -> dict:
-    names = [
-        ln.split(":", 1)[1].strip()
-        for ln in Path("/proc/cpuinfo").read_text().splitlines()
-        if ln.startswith("model name")
-    ]
+    """provenance.machine() plus the platform string and the faiss version."""
     import faiss
 
-    return {
-        "cpu": names[0] if names else platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "faiss": faiss.__version__,
-        "platform": platform.platform(),
-    }
+    return {**provenance.machine(), "platform": platform.platform(), "faiss": faiss.__version__}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,7 @@ import numpy as np
 
 from joint_rag.ablation import read_questions
 from joint_rag.atomic import write_json
-from joint_rag.commands.gap import machine
+from joint_rag.provenance import machine
 from joint_rag.report import paired_bootstrap, paired_differences
 
 REPO = Path(__file__).resolve().parents[1]

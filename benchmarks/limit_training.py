@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from joint_rag.atomic import atomic_dir, write_json, write_jsonl
-from joint_rag.commands.gap import machine
+from joint_rag.provenance import machine
 
 REPO = Path(__file__).resolve().parents[1]
 LIMIT = REPO.parent / "shared" / "data" / "limit-small"

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from joint_rag.atomic import write_json
-from joint_rag.commands.gap import machine
+from joint_rag.provenance import machine
 
 OUT = Path(__file__).parent / "results" / "reader_cache_usefulness_grid_cpu.json"
 

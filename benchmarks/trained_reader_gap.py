@@ -42,9 +42,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
 
-    from joint_rag.commands.gap import machine, table
+    from joint_rag.commands.gap import table
     from joint_rag.config import build, override
     from joint_rag.gap import sample_questions, usefulness_gap
+    from joint_rag.provenance import machine
 
     started = time.perf_counter()
     cli = build(

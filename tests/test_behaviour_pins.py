@@ -7,7 +7,11 @@ Re-pinned in issue 14 (exact resume): the training batches now come from torchda
 the epoch's start, so the two training steps see other examples. The values were measured on
 that code, per backend: the ``exact`` backend (the kernel dispatch) breaks near-ties between the
 tiny random model's training candidates (scores agree to 1e-4) in another order than faiss, so
-the two backends train on other candidates and are pinned apart. Both hold to 1e-6."""
+the two backends train on other candidates and are pinned apart. Both hold to 1e-6 on the
+machine that pinned them (a 2-core AMD EPYC, AVX2). On an AVX-512 Xeon the exact backend's
+near-ties break otherwise and it trains on other candidates, so the tests run every machine on
+AVX2 kernels (tests/conftest.py); MKL's AVX2 path still rounds the export's scores about 2e-6
+apart between the two machines, hence the exact backend's 1e-5."""
 
 from __future__ import annotations
 
@@ -90,7 +94,9 @@ PINNED_TOP5 = {
 PINNED_ANSWERS = ["::::", "::::", "::::"]
 
 
-TOLERANCE = {"faiss": 1e-6, "exact": 1e-6}
+#: the exact backend's scores come from MKL's matmul, whose rounding differs between machines of
+#: one ISA by about 2e-6 (AVX2 on a Xeon vs an EPYC; tests/conftest.py fixes the ISA)
+TOLERANCE = {"faiss": 1e-6, "exact": 1e-5}
 
 
 @pytest.fixture(scope="module", params=["faiss", "exact"])

@@ -286,5 +286,5 @@ def test_answer_latency_benchmark_smoke(exported, tmp_path):
         "memory_random_M1",
         "memory_random_M4",
     ]
-    assert result["setup"]["passage_tokens_mean"] == 32 and result["machine"]["cpu_count"]
+    assert result["setup"]["passage_tokens_mean"] == 32 and result["machine"]["cores"]
     assert set(result["ratios"]) == {"memory_trained_M2", "memory_random_M1", "memory_random_M4"}

@@ -65,7 +65,7 @@ def main(argv: list[str]) -> int:
 
     from joint_rag.atomic import write_json
     from joint_rag.capacity import Settings, critical_n
-    from joint_rag.commands.gap import machine
+    from joint_rag.provenance import machine
 
     settings = Settings(
         args.lr, args.temperature, args.max_steps, 50, args.patience, args.seed, not args.raw_maxsim

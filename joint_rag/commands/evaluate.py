@@ -43,11 +43,11 @@ def main(argv: list[str]) -> int:
         fail(PROG, "cut-offs must be >= 1")
 
     from joint_rag.atomic import write_json, write_jsonl
-    from joint_rag.commands.gap import machine
     from joint_rag.data.formats import BeirSource
     from joint_rag.data.reading import DataError
     from joint_rag.gap import bootstrap_mean
     from joint_rag.pipeline import JointRAG
+    from joint_rag.provenance import machine
     from joint_rag.training.metrics import RetrievalMetrics
 
     try:

@@ -108,7 +108,7 @@ def main(argv: list[str]) -> int:
         "split_size": len(getattr(data, args.split)),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "wall_s": round(wall, 1),
-        "machine": machine(args.device),
+        "machine": provenance.machine(args.device),
         **result,
     }
     if args.out is not None:
@@ -155,12 +155,6 @@ def _export_source(folder: Path):
     ) as err:
         fail(PROG, f"{path}: cannot read data.source ({err}); pass the data with --config instead")
     return cls(**(source.get("init_args") or {}))
-
-
-def machine(device: str) -> dict:
-    """What the measurement ran on (``joint_rag.provenance.machine``; kept here for the scripts
-    that import it from this command)."""
-    return provenance.machine(device)
 
 
 def table(result: dict) -> str:
