@@ -9,9 +9,9 @@ that code, per backend: the ``exact`` backend (the kernel dispatch) breaks near-
 tiny random model's training candidates (scores agree to 1e-4) in another order than faiss, so
 the two backends train on other candidates and are pinned apart. Both hold to 1e-6 on the
 machine that pinned them (a 2-core AMD EPYC, AVX2). On an AVX-512 Xeon the exact backend's
-near-ties break otherwise and it trains on other candidates, so the tests run every machine on
-AVX2 kernels (tests/conftest.py); MKL's AVX2 path still rounds the export's scores about 2e-6
-apart between the two machines, hence the exact backend's 1e-5."""
+near-ties break otherwise (MKL's AVX-512 rounding) and it trains on other candidates, so the
+tests cap MKL at AVX2 (tests/conftest.py); its AVX2 path still rounds the export's scores about
+2e-6 apart between the two machines, hence the exact backend's 1e-5."""
 
 from __future__ import annotations
 

@@ -37,10 +37,32 @@ def test_values_match_the_generator_and_repeats_are_read_once(tmp_path):
     torch.testing.assert_close(got.token_logprobs, batched.token_logprobs, atol=1e-4, rtol=0)
     torch.testing.assert_close(got.nll, batched.nll, atol=1e-4, rtol=0)
     n = int(alone.token_mask.sum())
-    assert torch.equal(got.token_logprobs[1, :n], alone.token_logprobs[0, :n])  # computed alone
+    torch.testing.assert_close(got.token_logprobs[1, :n], alone.token_logprobs[0, :n], atol=1e-4, rtol=0)
     assert (cache.misses, cache.hits, len(cache)) == (2, 1, 2)  # row 3 repeats row 1
     again = ReaderCache(tmp_path / "r.sqlite").read(gen, QUERIES, ANSWERS, PASSAGES)
     assert torch.equal(again.token_logprobs, got.token_logprobs) and torch.equal(again.nll, got.nll)
+
+
+def test_misses_are_computed_in_batches_of_miss_batch(tmp_path, monkeypatch):
+    gen = reader()
+    calls = []
+    forward = Generator.forward
+
+    def counting(self, queries, *args, **kwargs):
+        calls.append(len(queries))
+        return forward(self, queries, *args, **kwargs)
+
+    monkeypatch.setattr(Generator, "forward", counting)
+    queries = [f"Where was person {i} born?" for i in range(5)]
+    passages = [[f"Person {i} was born in town {i}."] for i in range(5)]
+    got = ReaderCache(tmp_path / "r.sqlite", miss_batch=2).read(gen, queries, ["x"] * 5, passages)
+    assert sorted(calls) == [1, 2, 2]
+    calls.clear()
+    with torch.no_grad(), eval_mode(gen):
+        want = gen(queries, ["x"] * 5, passages=passages)
+    torch.testing.assert_close(got.token_logprobs, want.token_logprobs, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="miss_batch must be >= 1"):
+        ReaderCache(tmp_path / "r.sqlite", miss_batch=0)
 
 
 def test_any_change_of_prompt_answer_or_weights_misses(tmp_path):
