@@ -13,11 +13,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("JRAG_PROGRESS", "0")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# MKL rounds differently by vector ISA (AVX-512/AMX on a Xeon, AVX2 on an EPYC), and the tiny
-# random models' near-tied candidate scores (within 1e-4) then train on other candidates:
-# tests/test_behaviour_pins.py pins one training path. MKL capped at AVX2 (a cap: an older CPU
-# keeps its own) gives that path on both; set before torch loads, an explicit setting wins.
-os.environ.setdefault("MKL_ENABLE_INSTRUCTIONS", "AVX2")
 # the kernel tests run Triton kernels in the CPU interpreter; it must be chosen before anything
 # (transformers, peft) imports triton
 os.environ.setdefault("TRITON_INTERPRET", "1")
