@@ -159,3 +159,24 @@ def test_module_signals_do_not_depend_on_what_the_cache_held(tiny_module, tmp_pa
     torch.testing.assert_close(cold_rw, plain_rw, atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="reader_cache needs a frozen generator reading text"):
         tiny_module(reader_cache=path)  # the default tiny generator trains and reads memory
+
+
+def test_reader_precision_benchmark_smoke(tmp_path):
+    """benchmarks/reader_precision.py on the tiny reader: both paths timed, agreement measured."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "reader_precision.py"
+    spec = importlib.util.spec_from_file_location("reader_precision", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "rp.json"
+    args = ["--backbone", "tiny-llama", "--questions", "2", "--candidates", "3", "--repeats", "2"]
+    assert bench.main([*args, "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert len(result["seconds"]["fp32"]) == len(result["seconds"]["bf16"]) == 2
+    assert result["setup"]["rows_per_pass"] == 6 and result["machine"]["cores"]
+    agreement = result["agreement"]
+    assert 0.0 < agreement["abs_loglik_diff_mean_nats"] <= agreement["abs_loglik_diff_max_nats"]
+    assert 0.0 <= agreement["top1_same"] <= 1.0 and agreement["kl_softmax_mean"] >= 0.0
