@@ -234,7 +234,8 @@ QUESTIONS = "questions.jsonl"
 
 
 def read_questions(path: Path) -> dict[str, dict[str, float]]:
-    """A run's ``questions.jsonl``: question id -> metric -> value."""
+    """A run's ``questions.jsonl``: question id -> metric -> value (numbers; ``top1``, the passage
+    ranked first, is a passage id)."""
     out = {}
     for line in path.read_text().splitlines():
         if line.strip():
@@ -295,7 +296,10 @@ def write_record(grid: Grid, variant: str, seed: int, metrics: dict, questions: 
     path = grid.record_path(variant, seed)
     if path is None:
         return None
-    rows = [{"id": q, **{k: round(v, 6) for k, v in m.items()}} for q, m in (questions or {}).items()]
+    rows = [
+        {"id": q, **{k: round(v, 6) if isinstance(v, float) else v for k, v in m.items()}}
+        for q, m in (questions or {}).items()
+    ]
     head = {
         "format": RECORD_FORMAT,
         "grid": str(grid.path),

@@ -56,7 +56,8 @@ def test_smoke_ablation_runs_and_resumes(tmp_path, monkeypatch):
             assert len(records) == metrics["questions"] and len({r["id"] for r in records}) == len(records)
             mean = sum(r["recall@5"] for r in records) / len(records)
             assert mean == pytest.approx(metrics["recall@5"], abs=1e-6)  # the logged metric
-            assert {"em", "f1", "mrr@10", "ndcg@10"} <= set(records[0])
+            assert {"em", "f1", "mrr@10", "ndcg@10", "top1"} <= set(records[0])
+            assert all(r["top1"].startswith(("person-", "org-")) for r in records)  # a passage id
     assert "Difference from `frozen`: paired bootstrap 95% intervals" in md
     assert "| lsr | 2 | 8 | " in md and "**Warning:** the intervals use 2 seeds" in md
     assert "(2 SE)" not in md.split("| variant | paired seeds |")[1]  # every pair has questions

@@ -705,10 +705,11 @@ class JointRAGModule(pl.LightningModule):
             answers.update(preds, batch.all_answers)
         if self.question_records is not None:
             scores = answer_scores(preds, batch.all_answers) if preds is not None else [{}] * len(ids)
-            for qid, values, answer in zip(
-                batch.example_ids, retrieval.per_query(ids, batch.gold_grades), scores
-            ):
-                self.question_records.append({"id": qid, **(values or {}), **answer})
+            for qid, row, values, answer in zip(
+                batch.example_ids, ids, retrieval.per_query(ids, batch.gold_grades), scores
+            ):  # top1: the passage ranked first, for error analysis (what a wrong row puts there)
+                top1 = {"top1": row[0]} if row else {}
+                self.question_records.append({"id": qid, **top1, **(values or {}), **answer})
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
