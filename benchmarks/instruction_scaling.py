@@ -1,7 +1,7 @@
 """Curves of the instruction-data study (issue: count apart from exposure, unseen families,
 signals, models) from the finished runs of ``jrag ablate -c experiments/ablations/instruction_scaling.yaml``.
 
-    python benchmarks/instruction_scaling.py [--grid checkpoints/ablations/instruction_scaling]
+    python benchmarks/instruction_scaling.py [--grid experiments/ablations/instruction_scaling.yaml]
         [--out benchmarks/results/instruction_scaling_cpu.json] [--plot docs/results/instruction_scaling.png]
 
 Per row: the mean over seeds of p-MRR on seen and on unseen instruction families, of nDCG@10 on
@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from joint_rag.ablation import read_questions
+from joint_rag.ablation import finished, finished_questions, load_grid, read_questions
 from joint_rag.atomic import write_json
 from joint_rag.provenance import machine
 from joint_rag.report import paired_bootstrap, paired_differences
 
 REPO = Path(__file__).resolve().parents[1]
-GRID = REPO / "checkpoints" / "ablations" / "instruction_scaling"
+GRID = REPO / "experiments" / "ablations" / "instruction_scaling.yaml"
 OUT = REPO / "benchmarks" / "results" / "instruction_scaling_cpu.json"
 METRICS = ("p_mrr_seen", "p_mrr_unseen", "ndcg@10", "instruction_ndcg@10_og", "instruction_ndcg@10_new")
 BASELINE = "n0"
@@ -41,8 +41,16 @@ def row_kind(row: str) -> tuple[str, int] | None:
 
 
 def load(grid: Path) -> dict[str, dict[int, dict]]:
-    """row -> seed -> {"metrics": ..., "questions": ...} of the finished runs."""
+    """row -> seed -> {"metrics": ..., "questions": ...} of the finished runs: of a grid file
+    (``*.yaml``: its run folders, else its run records, so a fresh clone has them) or of an
+    ``out_dir`` folder (its run folders)."""
     out: dict[str, dict[int, dict]] = {}
+    if grid.suffix in (".yaml", ".yml"):
+        spec = load_grid(grid)
+        questions = finished_questions(spec)
+        for (row, seed), metrics in finished(spec).items():
+            out.setdefault(row, {})[seed] = {"metrics": metrics, "questions": questions.get((row, seed), {})}
+        return out
     for done in sorted(grid.glob("runs/*/seed*/metrics.json")):
         row, seed = done.parent.parent.name, int(done.parent.name.removeprefix("seed"))
         questions = done.parent / "questions.jsonl"
@@ -210,7 +218,7 @@ def main() -> None:
     args = parser.parse_args()
     runs = load(args.grid)
     if not runs:
-        raise SystemExit(f"{args.grid}: no finished runs (runs/ROW/seedS/metrics.json)")
+        raise SystemExit(f"{args.grid}: no finished runs (runs/ROW/seedS/metrics.json or run records)")
     summary = summarise(runs)
     table = {row: summary[row] for row in sorted(runs, key=order)}
     write_json(

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+import yaml
+
+from joint_rag.ablation import backfill_records, load_grid
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,3 +58,22 @@ def test_summary_means_intervals_and_paired_differences(tmp_path):
     assert "| n16 | 2 | " in text and "0.400 [" in text and "Δ +0.350" in text
     mod.plot(table, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_a_grid_file_loads_its_run_records(tmp_path, monkeypatch):
+    """--grid GRID.yaml: the runs come from the grid's run records when its folders are gone."""
+    mod = _module()
+    monkeypatch.chdir(REPO)
+    out, records = tmp_path / "out", tmp_path / "records"
+    grid = tmp_path / "grid.yaml"
+    spec = {"base": "experiments/smoke.yaml", "out_dir": str(out), "records": str(records), "seeds": [0, 1]}
+    spec |= {"menu": ["frozen", "similarity"], "retrieval_only": True, "variants": {"n0": {}, "n16": {}}}
+    grid.write_text(yaml.safe_dump({"ablation": spec}))
+    for seed in (0, 1):
+        _run(out, "n0", seed, [0.0, 0.1, -0.1, 0.2], [1.0, 0.5])
+        _run(out, "n16", seed, [0.3, 0.5, 0.2, 0.6], [1.0, 0.5])
+    assert len(backfill_records(load_grid(grid))) == 4
+    shutil.rmtree(out)  # a fresh clone: records only
+    table = mod.summarise(mod.load(grid))
+    assert table["n16"]["p_mrr_seen"]["vs_n0"]["delta"] == pytest.approx(0.35)
+    assert table["n16"]["p_mrr_seen"]["vs_n0"]["seeds"] == 2
