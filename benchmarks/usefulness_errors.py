@@ -48,11 +48,17 @@ def category(question: str, record: dict) -> str:
     return "other"
 
 
-def summarise(questions: dict[tuple[str, int], dict[str, dict]]) -> dict[str, dict]:
+def summarise(
+    questions: dict[tuple[str, int], dict[str, dict]], order: list[str] | None = None
+) -> dict[str, dict]:
     """row -> {"seeds": [...], "questions": n, category: {"mean", "low", "high"}} over the runs
-    whose records have ``top1`` (the questions every such seed of the row evaluated)."""
+    whose records have ``top1`` (the questions every such seed of the row evaluated); rows in
+    ``order`` (the grid's) when given."""
     by_row: dict[str, dict[int, dict[str, dict]]] = {}
-    for (row, seed), records in questions.items():
+    rank = {row: i for i, row in enumerate(order or [])}
+    for (row, seed), records in sorted(
+        questions.items(), key=lambda kv: (rank.get(kv[0][0], len(rank)), kv[0][1])
+    ):
         if records and all("top1" in r for r in records.values()):
             by_row.setdefault(row, {})[seed] = records
     out = {}
@@ -87,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="benchmarks/results/usefulness_errors_cpu.json")
     args = ap.parse_args(argv)
     grid = load_grid(args.grid)
-    summary = summarise(finished_questions(grid))
+    summary = summarise(finished_questions(grid), list(grid.variants))
     if not summary:
         print(f"no finished run of {args.grid} has top1 records", file=sys.stderr)
         return 1
