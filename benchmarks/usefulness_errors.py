@@ -1,7 +1,7 @@
 """What each row of the usefulness grid ranks first: gold, the question's own answer-bearing
 distractor, its own decoy, or something else.
 
-    python benchmarks/usefulness_errors.py [--grid experiments/ablations/usefulness.yaml]
+    python benchmarks/usefulness_errors.py [--grid experiments/ablations/usefulness.yaml] [--seeds 0 1 2]
 
 The usefulness benchmark (``joint_rag/data/hard_negatives.py``) gives every question its own
 decoys (``decoy-QUESTION-j``: the person and the question, no fact) and answer-bearing
@@ -91,9 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--grid", default="experiments/ablations/usefulness.yaml")
     ap.add_argument("--out", default="benchmarks/results/usefulness_errors_cpu.json")
+    ap.add_argument("--seeds", nargs="+", type=int, help="only these seeds (default: every finished one)")
     args = ap.parse_args(argv)
     grid = load_grid(args.grid)
-    summary = summarise(finished_questions(grid), list(grid.variants))
+    questions = {k: v for k, v in finished_questions(grid).items() if not args.seeds or k[1] in args.seeds}
+    summary = summarise(questions, list(grid.variants))
     if not summary:
         print(f"no finished run of {args.grid} has top1 records", file=sys.stderr)
         return 1
@@ -104,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "command": "python " + " ".join(sys.argv),
             "grid": args.grid,
+            "seeds": args.seeds,
             "categories": list(CATEGORIES),
             "rows": summary,
         },

@@ -2,7 +2,7 @@
 of its difference from several baseline rows at once.
 
     python benchmarks/usefulness_summary.py [--grid experiments/ablations/usefulness.yaml]
-        [--baselines distant_supervision lsr reinforce] [--plot docs/results/usefulness.png]
+        [--baselines distant_supervision lsr reinforce] [--seeds 0 1 2] [--plot docs/results/usefulness.png]
 
 Reads the grid's finished runs (run folders, else the run records under
 ``benchmarks/results/ablations/usefulness``), so it works in a fresh clone and can be rerun as
@@ -50,10 +50,12 @@ def differences(questions: dict, row: str, base: str, metric: str) -> dict | Non
     }
 
 
-def build(grid_file: str, baselines: list[str]) -> dict:
+def build(grid_file: str, baselines: list[str], seeds: list[int] | None = None) -> dict:
+    """The summary over the finished runs (of ``seeds`` only, when given)."""
     grid = load_grid(grid_file)
-    results = finished(grid)
-    questions = finished_questions(grid)
+    keep = (lambda seed: seed in seeds) if seeds else (lambda seed: True)
+    results = {k: v for k, v in finished(grid).items() if keep(k[1])}
+    questions = {k: v for k, v in finished_questions(grid).items() if keep(k[1])}
     rows = {}
     for row in grid.variants:
         seeds = sorted(s for v, s in results if v == row)
@@ -74,7 +76,14 @@ def build(grid_file: str, baselines: list[str]) -> dict:
             "wall_seconds": [results[(row, s)].get("wall_seconds") for s in seeds],
             "vs": {b: differences(questions, row, b, METRIC) for b in baselines if b != row},
         }
-    return {"grid": grid_file, "metric": METRIC, "baselines": baselines, "rows": rows, "_results": results}
+    return {
+        "grid": grid_file,
+        "metric": METRIC,
+        "baselines": baselines,
+        "seeds": seeds,
+        "rows": rows,
+        "_results": results,
+    }
 
 
 def markdown(summary: dict) -> str:
@@ -107,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baselines", nargs="+", default=["distant_supervision", "lsr", "reinforce"])
     ap.add_argument("--out", default="benchmarks/results/usefulness_grid_cpu.json")
     ap.add_argument("--plot", type=Path, help="bar chart of every metric (mean ± std over seeds)")
+    ap.add_argument("--seeds", nargs="+", type=int, help="only these seeds (default: every finished one)")
     args = ap.parse_args(argv)
-    summary = build(args.grid, args.baselines)
+    summary = build(args.grid, args.baselines, args.seeds)
     results = summary.pop("_results")
     if not summary["rows"]:
         print(f"{args.grid}: no finished runs", file=sys.stderr)

@@ -57,3 +57,5 @@ def test_table_from_records(tmp_path, monkeypatch):
     text = mod.markdown(summary)
     assert "| similarity | gold | 2 | 0.750, 0.750 | 0.750 ± 0.000 |" in text
     assert plot.stat().st_size > 0 and out.stat().st_size > 0
+    only = mod.build(str(grid_file), ["frozen"], seeds=[1])["rows"]
+    assert only["similarity"]["seeds"] == [1] and only["similarity"]["vs"]["frozen"]["seeds"] == [1]
