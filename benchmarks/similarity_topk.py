@@ -29,7 +29,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import re  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
@@ -48,6 +47,7 @@ from joint_rag.kernels import (  # noqa: E402
 )
 from joint_rag.kernels import launcher as triton_launcher  # noqa: E402
 from joint_rag.kernels.reference import DEFAULT_CHUNK_ELEMENTS, default_chunk, topk_chunk  # noqa: E402
+from joint_rag.provenance import cpu_model  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -64,15 +64,7 @@ def device_tag(device: str) -> str:
 
 
 def device_name(device: str) -> str:
-    if device != "cpu":
-        return torch.cuda.get_device_name()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return torch.cuda.get_device_name() if device != "cpu" else cpu_model()
 
 
 class Recorder:
