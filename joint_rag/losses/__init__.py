@@ -8,6 +8,7 @@ from joint_rag.losses.objective import CombinedObjective
 from joint_rag.losses.pretraining import CompressorPretraining
 from joint_rag.losses.reinforce import Reinforce
 from joint_rag.losses.similarity import Similarity, info_nce
+from joint_rag.losses.uniformity import Uniformity
 
 __all__ = [
     "EMDR2",
@@ -22,5 +23,6 @@ __all__ = [
     "RAGToken",
     "Reinforce",
     "Similarity",
+    "Uniformity",
     "info_nce",
 ]

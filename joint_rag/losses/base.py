@@ -42,6 +42,10 @@ class ObjectiveInputs:
             case-insensitive; ``data.hard_negatives.contains_answer``): distant supervision.
         cand_cols: (B, C) long, each candidate's column in ``inbatch_scores`` (so a (B, C) mask
             maps onto the in-batch scores).
+        query_vectors: (B, R, D) the queries' retrieval vectors (differentiable; R = 1 for a
+            single vector, M for memory tokens).
+        passage_vectors: (U, R, D) the retrieval vectors of the batch's U unique candidates, in
+            ``inbatch_scores``' column order (detached where the passage encoder is frozen).
 
     With ``model.relevance_labels: false`` the module hides the labels: ``gold`` and
     ``inbatch_gold`` are all False, and objectives whose ``reads_labels`` is True are refused.
@@ -62,6 +66,8 @@ class ObjectiveInputs:
     reference_scores: Tensor | None = None
     answer_match: Tensor | None = None
     cand_cols: Tensor | None = None
+    query_vectors: Tensor | None = None
+    passage_vectors: Tensor | None = None
 
     def selected_scores(self) -> Tensor:
         """(B, K) retriever scores of the selected candidates (differentiable)."""
@@ -75,7 +81,7 @@ class Objective(nn.Module):
 
     Subclasses set `needs`, the generator signals they read, a subset of {"answer_nll",
     "token_logprobs", "passage_loglik", "pretrain", "set_reward", "reference_scores",
-    "answer_match"}, so the module computes only those. Terms named in `logged_terms` are
+    "answer_match", "retrieval_vectors"}, so the module computes only those. Terms named in `logged_terms` are
     logged, not added to the loss. `reads_labels` is True for objectives that read the gold
     passage ids (``gold``, ``inbatch_gold``); label-free training refuses them.
     """

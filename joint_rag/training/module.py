@@ -403,6 +403,8 @@ class JointRAGModule(pl.LightningModule):
             scores=scores, gold=gold, inbatch_scores=inbatch, inbatch_gold=inbatch_gold, cand_cols=cand_rows
         )
         inputs.top_k = system.selector.k
+        if "retrieval_vectors" in needs:  # losses/uniformity.py
+            inputs.query_vectors, inputs.passage_vectors = q_ret, p_ret
         if "answer_match" in needs:  # distant supervision: candidates containing an answer string
             texts = dict(zip(unique, system.texts_of(unique)))
             inputs.answer_match = torch.tensor(
