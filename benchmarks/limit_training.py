@@ -45,6 +45,28 @@ ROWS = {
         "--model.similarity=flat_cosine",
     ],
 }
+# memory read by M learned queries pooling the text's token states (starts as the mean-pooled
+# vector, see Compressor(memory_readout="pool")) instead of M memory tokens
+POOL = [*MEMORY, "--model.compressor.init_args.memory_readout=pool"]
+ROWS |= {
+    "pool1": [*POOL, "--model.similarity=cosine"],
+    "pool4_maxsim": [*POOL, "--model.compressor.init_args.num_memory_tokens=4", "--model.similarity=maxsim"],
+    "pool4_flat": [
+        *POOL,
+        "--model.compressor.init_args.num_memory_tokens=4",
+        "--model.similarity=flat_cosine",
+    ],
+    "pool16_maxsim": [
+        *POOL,
+        "--model.compressor.init_args.num_memory_tokens=16",
+        "--model.similarity=maxsim",
+    ],
+    "pool16_flat": [
+        *POOL,
+        "--model.compressor.init_args.num_memory_tokens=16",
+        "--model.similarity=flat_cosine",
+    ],
+}
 METRICS = ("recall@2", "recall@10", "recall@20")
 TRAIN_YAML = REPO / "experiments" / "ablations" / "base" / "limit_train.yaml"
 

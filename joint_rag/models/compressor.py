@@ -20,6 +20,14 @@ trains the scorer and the backbone. The learned memory tokens then serve retriev
 (``retrieval="memory"``). Needs ``attach_generator`` (the training module and
 ``JointRAG.from_pretrained`` call it).
 
+``memory_readout="pool"`` reads the memory without memory tokens in the input: M learned
+queries attend over the token states of the plain pass (poly-encoder codes, Humeau et al. 2019),
+slot m = softmax_l(q_m . h_l) h_l over the text's tokens. The queries start small (std 1e-3), so
+every slot starts as nearly the mean-pooled vector (which already separates passages, whereas a
+memory token's state starts nearly the same for every passage) and the slots part as the
+queries learn. One backbone pass serves the memory and a mean-pooled retrieval vector. The
+queries are stored as ``memory_tokens`` (same shape) and train at the new parts' learning rate.
+
 The query encoder is the same class (``Compressor.copy_for_queries``).
 """
 
@@ -100,6 +108,9 @@ class Compressor(nn.Module):
         extract_tokens: M', generator tokens kept per passage (``memory="extractive"``).
         extract_max_tokens: generator tokens of the passage considered for selection.
         extract_temperature: temperature of the selection's backward relaxation.
+        memory_readout: "tokens" (M memory tokens in the input, their output states; CLaRa) or
+            "pool" (M learned queries attending over the text's token states, starting as
+            the mean-pooled vector; see module docstring).
     """
 
     def __init__(
@@ -117,6 +128,7 @@ class Compressor(nn.Module):
         extract_max_tokens: int = 96,
         extract_temperature: float = 1.0,
         center_projector: bool = False,
+        memory_readout: str = "tokens",
     ) -> None:
         super().__init__()
         self.init_args = init_args(Compressor, locals())
@@ -133,6 +145,8 @@ class Compressor(nn.Module):
             raise ValueError(
                 f"compressor.retrieval must be 'memory', 'mean_pool' or 'last_token', got {retrieval!r}"
             )
+        if memory_readout not in ("tokens", "pool"):
+            raise ValueError(f"compressor.memory_readout must be 'tokens' or 'pool', got {memory_readout!r}")
         if projector_layers not in (1, 2):
             raise ValueError(f"compressor.projector_layers must be 1 or 2, got {projector_layers}")
         self.backbone_spec = backbone
@@ -147,8 +161,12 @@ class Compressor(nn.Module):
         self.projector_layers = projector_layers
         self.center = center_projector
         self.lora_rank = lora_rank
+        self.memory_readout = memory_readout
         emb = self.backbone.get_input_embeddings().weight
-        init = emb[torch.randint(0, emb.shape[0], (num_memory_tokens,))].detach().clone()
+        if memory_readout == "pool":  # pooling queries: near-uniform attention = mean pooling
+            init = torch.randn(num_memory_tokens, emb.shape[1], dtype=emb.dtype) * 1e-3
+        else:
+            init = emb[torch.randint(0, emb.shape[0], (num_memory_tokens,))].detach().clone()
         self.memory_tokens = nn.Parameter(init)  # (M, H_b)
         self.memory_mode = memory
         self.extract_tokens = extract_tokens
@@ -391,7 +409,8 @@ class Compressor(nn.Module):
         With ``retrieval="mean_pool"`` the retrieval vector comes from a plain pass over the
         text alone (no memory tokens), so it is exactly the backbone's sentence embedding (an
         off-the-shelf retriever at step 0); the memory comes from a second pass with the memory
-        tokens, skipped when ``need_memory`` is False (queries, text-mode generators).
+        tokens, skipped when ``need_memory`` is False (queries, text-mode generators). With
+        ``memory_readout="pool"`` one plain pass serves both.
 
         Returns:
             CompressorOutput with memory (n, M, H) (or None), retrieval (n, R, D).
@@ -401,7 +420,8 @@ class Compressor(nn.Module):
         ids, mask = enc["input_ids"], enc["attention_mask"]  # (n, L)
         n = ids.shape[0]
         retrieval = None
-        if self.retrieval_mode in ("mean_pool", "last_token"):
+        plain = None
+        if self.retrieval_mode in ("mean_pool", "last_token") or self.memory_readout == "pool":
             kwargs = {"position_ids": (mask.cumsum(-1) - 1).clamp(min=0)} if self.is_decoder else {}
             plain = self.backbone(
                 input_ids=ids, attention_mask=mask, **kwargs
@@ -409,14 +429,17 @@ class Compressor(nn.Module):
             if self.retrieval_mode == "mean_pool":
                 m = mask.unsqueeze(-1).to(plain.dtype)  # (n, L, 1)
                 retrieval = ((plain * m).sum(1) / m.sum(1).clamp(min=1.0)).unsqueeze(1)  # (n, 1, H_b)
-            else:  # the last attended position, whichever side the padding is on
+            elif self.retrieval_mode == "last_token":  # the last attended position, either padding side
                 last = mask.shape[1] - 1 - mask.flip(-1).argmax(-1)  # (n,)
                 retrieval = plain[torch.arange(n, device=plain.device), last].unsqueeze(1)  # (n, 1, H_b)
-            if not need_memory:
+            if not need_memory and retrieval is not None:
                 return CompressorOutput(None, retrieval)
         if self.projector is None:
             raise RuntimeError("compressor has no projector: call build_projector(generator_hidden) first")
-        mem_h, text_h = self._memory_states(ids, mask)
+        if plain is not None and self.memory_readout == "pool":
+            mem_h, text_h = self._pool_states(plain, mask), plain
+        else:
+            mem_h, text_h = self._memory_states(ids, mask)
         memory = self.projector(mem_h.contiguous())  # (n, M, H)
         if retrieval is None:
             retrieval = memory
@@ -426,9 +449,23 @@ class Compressor(nn.Module):
             memory = self._extract(texts, text_h)  # (n, M', H)
         return CompressorOutput(memory, retrieval)
 
+    def _pool_states(self, states: Tensor, mask: Tensor) -> Tensor:
+        """``memory_readout="pool"``: (n, M, H_b) attention pooling of the text's token states
+        (n, L, H_b) by the M learned queries, padding masked out."""
+        q = self.memory_tokens.to(states.dtype)  # (M, H_b)
+        logits = torch.einsum("nlh,mh->nml", states, q).float()  # (n, M, L)
+        logits = logits.masked_fill(~mask.bool().unsqueeze(1), float("-inf"))
+        weights = logits.softmax(-1).to(states.dtype)  # (n, M, L)
+        return torch.einsum("nml,nlh->nmh", weights, states)
+
     def _memory_states(self, ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """The backbone over the text with the M memory tokens: their states (n, M, H_b) and
-        the text's (n, L, H_b)."""
+        """The M memory states (n, M, H_b) and the text's token states (n, L, H_b): the
+        backbone over the text with the M memory tokens, or (``memory_readout="pool"``) over
+        the text alone, pooled by the learned queries."""
+        if self.memory_readout == "pool":
+            kwargs = {"position_ids": (mask.cumsum(-1) - 1).clamp(min=0)} if self.is_decoder else {}
+            plain = self.backbone(input_ids=ids, attention_mask=mask, **kwargs).last_hidden_state
+            return self._pool_states(plain, mask), plain
         n, M = ids.shape[0], self.num_memory_tokens
         tok = self.backbone.get_input_embeddings()(ids)  # (n, L, H_b)
         mem = self.memory_tokens.unsqueeze(0).expand(n, -1, -1).to(tok.dtype)  # (n, M, H_b)

@@ -75,7 +75,8 @@ class JointRAGModule(pl.LightningModule):
             and compressor pretraining (it answers from the gold passage) are refused.
             Evaluation still scores against the gold ids. Per-example candidate lists
             (``candidate_source: example``) are used as the data gives them.
-        lr: learning rate of generator and projector.
+        lr: learning rate of generator and projector (and of ``memory_readout="pool"``'s
+            pooling queries, new parameters like the projector).
         lr_retriever: learning rate of compressor backbone, memory tokens and query encoder
             (None: same as lr).
         weight_decay: AdamW weight decay.
@@ -719,6 +720,9 @@ class JointRAGModule(pl.LightningModule):
         retriever_ids |= {
             id(p) for n, p in self.system.query_encoder.named_parameters() if not n.startswith("projector.")
         }
+        for comp in {id(c): c for c in (self.system.compressor, self.system.query_encoder)}.values():
+            if getattr(comp, "memory_readout", "tokens") == "pool":  # new pooling queries: model.lr
+                retriever_ids.discard(id(comp.memory_tokens))
         retriever = [p for p in self.parameters() if p.requires_grad and id(p) in retriever_ids]
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in retriever_ids]
         lr_ret = self.hparams.lr_retriever if self.hparams.lr_retriever is not None else self.hparams.lr

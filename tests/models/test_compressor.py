@@ -138,3 +138,45 @@ def test_the_module_centres_at_fit_setup_only(tiny_module):
     module.setup("fit")
     assert offset.abs().sum() > 0
     assert module.system.query_encoder.projector is module.system.compressor.projector  # one space
+
+
+@pytest.mark.parametrize("backbone", ["tiny-bert", "tiny-llama"])
+def test_pool_readout_starts_as_the_mean_pooled_vector_and_slots_part(backbone):
+    torch.manual_seed(0)
+    comp = Compressor(backbone, num_memory_tokens=3, memory_readout="pool", retrieval="mean_pool").eval()
+    comp.build_projector(8)
+    texts = ["short text", "a somewhat longer passage of text here"]  # padded in a batch
+    out = comp(texts)
+    assert out.memory.shape == (2, 3, 8) and out.retrieval.shape[:2] == (2, 1)
+    with torch.no_grad():
+        pooled = comp.projector(out.retrieval[:, 0])  # the mean-pooled state, projected
+    # near-uniform attention at init: every slot is nearly the mean-pooled vector, padding ignored
+    torch.testing.assert_close(out.memory, pooled.unsqueeze(1).expand(-1, 3, -1), atol=5e-3, rtol=1e-2)
+    with torch.no_grad():
+        comp.memory_tokens.copy_(torch.randn_like(comp.memory_tokens) * 5)
+    parted = comp(texts).memory
+    assert (parted[:, 0] - parted[:, 1]).abs().max() > 1e-2  # learned queries give distinct slots
+    for i, text in enumerate(texts):  # each text alone (no padding) gives the same slots
+        torch.testing.assert_close(comp([text]).memory[0], parted[i], atol=1e-4, rtol=0)
+
+
+def test_pool_readout_trains_its_queries_at_the_new_parts_rate_and_reloads(tmp_path, tiny_module):
+    comp = Compressor(
+        "tiny-bert", num_memory_tokens=2, max_length=48, memory_readout="pool", retrieval="memory"
+    )
+    module, _ = tiny_module(compressor=comp, lr=1e-3, lr_retriever=1e-5)
+    groups = module.configure_optimizers()["optimizer"].param_groups
+    rate = {id(p): g["lr"] for g in groups for p in g["params"]}
+    assert rate[id(module.system.compressor.memory_tokens)] == 1e-3
+    assert rate[id(module.system.query_encoder.memory_tokens)] == 1e-3
+    assert rate[id(next(module.system.compressor.backbone.parameters()))] == 1e-5
+    out = module.system.compressor(["a passage to read"]).memory
+    out.sum().backward()
+    assert module.system.compressor.memory_tokens.grad.abs().sum() > 0  # the queries get a gradient
+    loaded = Compressor.from_pretrained(module.system.compressor.save_pretrained(tmp_path / "c")).eval()
+    assert loaded.memory_readout == "pool"
+    torch.testing.assert_close(
+        loaded(["a passage to read"]).memory, module.system.compressor.eval()(["a passage to read"]).memory
+    )
+    with pytest.raises(ValueError, match="memory_readout"):
+        Compressor("tiny-bert", memory_readout="cls")
