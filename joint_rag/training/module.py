@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 
 import pytorch_lightning as pl
 import torch
@@ -183,6 +184,22 @@ class JointRAGModule(pl.LightningModule):
                 if not name.startswith("projector."):
                     p.requires_grad_(False)
         self.objective = CombinedObjective(objectives or {"end_to_end": EndToEnd()}, objective_weights)
+        blind = [
+            name
+            for name, obj in self.objective.objectives.items()
+            if self.objective.weights[name] != 0.0
+            and "answer_nll" in obj.needs
+            and getattr(obj, "retriever_gradient", True)
+        ]
+        if blind and generator.mode == "text" and not self.retriever_frozen:
+            warnings.warn(
+                f"objectives {blind}: the generator reads the selected passages as text (generator.mode: "
+                "text), so their answer loss cannot reach the retrieval scores (the top-k weights only "
+                "multiply memory vectors): they train the generator side only. For a usefulness signal "
+                "from a text reader use LMSupervisedRetrieval, PerplexityDistillation, EMDR2, RAGSequence, "
+                "RAGToken or Reinforce; for the end-to-end gradient use generator.mode: memory.",
+                stacklevel=2,
+            )
         self.pretrain_steps = pretrain_steps
         self.pretrain_objective = CombinedObjective(
             {"pretrain": pretrain_objective or CompressorPretraining(task="answer")}

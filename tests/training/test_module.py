@@ -179,3 +179,20 @@ def test_query_side_training_reads_passage_vectors_from_the_index(tiny_module, r
     loss.backward()
     grads = [p.grad for p in module.system.query_encoder.parameters() if p.grad is not None]
     assert grads and sum(float(g.abs().sum()) for g in grads) > 0  # the query side trains
+
+
+def test_end_to_end_with_a_text_reader_warns_that_the_retriever_gets_no_gradient(tiny_module):
+    import warnings
+
+    from joint_rag.losses import EndToEnd, LMSupervisedRetrieval
+    from joint_rag.models import Generator
+
+    with pytest.warns(UserWarning, match=r"\['end_to_end'\].*cannot reach the retrieval scores"):
+        tiny_module(generator=Generator("tiny-llama", mode="text", max_new_tokens=3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        tiny_module(generator=Generator("tiny-llama", max_new_tokens=3))  # memory mode: the gradient flows
+        tiny_module(  # a text reader with a distilled objective, or the answer loss on the generator only
+            generator=Generator("tiny-llama", mode="text", max_new_tokens=3),
+            objectives={"lsr": LMSupervisedRetrieval(), "gen": EndToEnd(retriever_gradient=False)},
+        )
