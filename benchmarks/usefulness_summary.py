@@ -58,22 +58,22 @@ def build(grid_file: str, baselines: list[str], seeds: list[int] | None = None) 
     questions = {k: v for k, v in finished_questions(grid).items() if keep(k[1])}
     rows = {}
     for row in grid.variants:
-        seeds = sorted(s for v, s in results if v == row)
-        if not seeds:
+        row_seeds = sorted(s for v, s in results if v == row)
+        if not row_seeds:
             continue
-        values = [results[(row, s)][METRIC] for s in seeds]
+        values = [results[(row, s)][METRIC] for s in row_seeds]
         rows[row] = {
             "labels": labels(grid.variants[row]),
-            "seeds": seeds,
+            "seeds": row_seeds,
             METRIC: values,
             "mean": statistics.fmean(values),
             "std": statistics.stdev(values) if len(values) > 1 else 0.0,
             "means": {
-                m: statistics.fmean(results[(row, s)][m] for s in seeds)
+                m: statistics.fmean(results[(row, s)][m] for s in row_seeds)
                 for m in ("recall@5", "mrr@10", "ndcg@10")
-                if all(m in results[(row, s)] for s in seeds)
+                if all(m in results[(row, s)] for s in row_seeds)
             },
-            "wall_seconds": [results[(row, s)].get("wall_seconds") for s in seeds],
+            "wall_seconds": [results[(row, s)].get("wall_seconds") for s in row_seeds],
             "vs": {b: differences(questions, row, b, METRIC) for b in baselines if b != row},
         }
     return {

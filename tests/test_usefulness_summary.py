@@ -57,5 +57,7 @@ def test_table_from_records(tmp_path, monkeypatch):
     text = mod.markdown(summary)
     assert "| similarity | gold | 2 | 0.750, 0.750 | 0.750 ± 0.000 |" in text
     assert plot.stat().st_size > 0 and out.stat().st_size > 0
-    only = mod.build(str(grid_file), ["frozen"], seeds=[1])["rows"]
+    only = mod.build(str(grid_file), ["frozen"], seeds=[1])
+    assert only["seeds"] == [1]  # the selection asked for, not a row's seeds
+    only = only["rows"]
     assert only["similarity"]["seeds"] == [1] and only["similarity"]["vs"]["frozen"]["seeds"] == [1]
