@@ -29,43 +29,28 @@ REPO = Path(__file__).resolve().parents[1]
 LIMIT = REPO.parent / "shared" / "data" / "limit-small"
 OUT = REPO / "benchmarks" / "results" / "limit_training_cpu.json"
 MEMORY = ["--model.compressor.init_args.retrieval=memory"]
-ROWS = {
-    "single": [],  # mean-pooled MiniLM, cosine, 384 dimensions
-    "memory1": [*MEMORY, "--model.similarity=cosine"],  # one memory token (32 dimensions)
-    "m4_maxsim": [*MEMORY, "--model.compressor.init_args.num_memory_tokens=4", "--model.similarity=maxsim"],
-    "m4_flat": [
-        *MEMORY,
-        "--model.compressor.init_args.num_memory_tokens=4",
-        "--model.similarity=flat_cosine",
-    ],
-    "m16_maxsim": [*MEMORY, "--model.compressor.init_args.num_memory_tokens=16", "--model.similarity=maxsim"],
-    "m16_flat": [
-        *MEMORY,
-        "--model.compressor.init_args.num_memory_tokens=16",
-        "--model.similarity=flat_cosine",
-    ],
-}
 # memory read by M learned queries pooling the text's token states (starts as the mean-pooled
 # vector, see Compressor(memory_readout="pool")) instead of M memory tokens
 POOL = [*MEMORY, "--model.compressor.init_args.memory_readout=pool"]
-ROWS |= {
-    "pool1": [*POOL, "--model.similarity=cosine"],
-    "pool4_maxsim": [*POOL, "--model.compressor.init_args.num_memory_tokens=4", "--model.similarity=maxsim"],
-    "pool4_flat": [
-        *POOL,
-        "--model.compressor.init_args.num_memory_tokens=4",
-        "--model.similarity=flat_cosine",
-    ],
-    "pool16_maxsim": [
-        *POOL,
-        "--model.compressor.init_args.num_memory_tokens=16",
-        "--model.similarity=maxsim",
-    ],
-    "pool16_flat": [
-        *POOL,
-        "--model.compressor.init_args.num_memory_tokens=16",
-        "--model.similarity=flat_cosine",
-    ],
+
+
+def memory_rows(one: str, prefix: str, flags: list[str]) -> dict[str, list[str]]:
+    """One vector of 32 dimensions (cosine), then M = 4 and 16 under MaxSim and flattened cosine."""
+    rows = {one: [*flags, "--model.similarity=cosine"]}
+    for m in (4, 16):
+        for name, sim in (("maxsim", "maxsim"), ("flat", "flat_cosine")):
+            rows[f"{prefix}{m}_{name}"] = [
+                *flags,
+                f"--model.compressor.init_args.num_memory_tokens={m}",
+                f"--model.similarity={sim}",
+            ]
+    return rows
+
+
+ROWS = {
+    "single": [],  # mean-pooled MiniLM, cosine, 384 dimensions
+    **memory_rows("memory1", "m", MEMORY),  # memory tokens (memory1: one memory token)
+    **memory_rows("pool1", "pool", POOL),
 }
 METRICS = ("recall@2", "recall@10", "recall@20")
 TRAIN_YAML = REPO / "experiments" / "ablations" / "base" / "limit_train.yaml"

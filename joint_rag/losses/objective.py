@@ -46,16 +46,24 @@ class CombinedObjective(nn.Module):
         """Names of the weighted objectives that read the gold passage ids (``reads_labels``)."""
         return [n for n, obj in self.objectives.items() if self.weights[n] != 0.0 and obj.reads_labels]
 
+    def _answer_objectives(self) -> dict[str, Objective]:
+        return {
+            name: obj
+            for name, obj in self.objectives.items()
+            if self.weights[name] != 0.0 and "answer_nll" in obj.needs
+        }
+
+    @property
+    def answer_to_retriever(self) -> list[str]:
+        """Names of the weighted answer-NLL objectives whose loss is meant to reach the retrieval
+        scores through the top-k (all but ``EndToEnd(retriever_gradient=False)``)."""
+        return [n for n, obj in self._answer_objectives().items() if getattr(obj, "retriever_gradient", True)]
+
     @property
     def answer_trains_retriever(self) -> bool:
         """False when every weighted answer-NLL objective opts out of the retriever gradient
         (``EndToEnd(retriever_gradient=False)``): the module then selects on detached scores."""
-        answer = [
-            obj
-            for name, obj in self.objectives.items()
-            if self.weights[name] != 0.0 and "answer_nll" in obj.needs
-        ]
-        return not answer or any(getattr(obj, "retriever_gradient", True) for obj in answer)
+        return not self._answer_objectives() or bool(self.answer_to_retriever)
 
     def forward(self, inputs: ObjectiveInputs) -> tuple[Tensor, dict[str, Tensor]]:
         total = inputs.scores.new_zeros(())

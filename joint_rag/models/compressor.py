@@ -422,10 +422,7 @@ class Compressor(nn.Module):
         retrieval = None
         plain = None
         if self.retrieval_mode in ("mean_pool", "last_token") or self.memory_readout == "pool":
-            kwargs = {"position_ids": (mask.cumsum(-1) - 1).clamp(min=0)} if self.is_decoder else {}
-            plain = self.backbone(
-                input_ids=ids, attention_mask=mask, **kwargs
-            ).last_hidden_state  # (n, L, H_b)
+            plain = self._plain_states(ids, mask)  # (n, L, H_b)
             if self.retrieval_mode == "mean_pool":
                 m = mask.unsqueeze(-1).to(plain.dtype)  # (n, L, 1)
                 retrieval = ((plain * m).sum(1) / m.sum(1).clamp(min=1.0)).unsqueeze(1)  # (n, 1, H_b)
@@ -449,6 +446,11 @@ class Compressor(nn.Module):
             memory = self._extract(texts, text_h)  # (n, M', H)
         return CompressorOutput(memory, retrieval)
 
+    def _plain_states(self, ids: Tensor, mask: Tensor) -> Tensor:
+        """The backbone over the text alone (no memory tokens): token states (n, L, H_b)."""
+        kwargs = {"position_ids": (mask.cumsum(-1) - 1).clamp(min=0)} if self.is_decoder else {}
+        return self.backbone(input_ids=ids, attention_mask=mask, **kwargs).last_hidden_state
+
     def _pool_states(self, states: Tensor, mask: Tensor) -> Tensor:
         """``memory_readout="pool"``: (n, M, H_b) attention pooling of the text's token states
         (n, L, H_b) by the M learned queries, padding masked out."""
@@ -463,8 +465,7 @@ class Compressor(nn.Module):
         backbone over the text with the M memory tokens, or (``memory_readout="pool"``) over
         the text alone, pooled by the learned queries."""
         if self.memory_readout == "pool":
-            kwargs = {"position_ids": (mask.cumsum(-1) - 1).clamp(min=0)} if self.is_decoder else {}
-            plain = self.backbone(input_ids=ids, attention_mask=mask, **kwargs).last_hidden_state
+            plain = self._plain_states(ids, mask)
             return self._pool_states(plain, mask), plain
         n, M = ids.shape[0], self.num_memory_tokens
         tok = self.backbone.get_input_embeddings()(ids)  # (n, L, H_b)

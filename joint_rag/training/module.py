@@ -184,13 +184,7 @@ class JointRAGModule(pl.LightningModule):
                 if not name.startswith("projector."):
                     p.requires_grad_(False)
         self.objective = CombinedObjective(objectives or {"end_to_end": EndToEnd()}, objective_weights)
-        blind = [
-            name
-            for name, obj in self.objective.objectives.items()
-            if self.objective.weights[name] != 0.0
-            and "answer_nll" in obj.needs
-            and getattr(obj, "retriever_gradient", True)
-        ]
+        blind = self.objective.answer_to_retriever
         if blind and generator.mode == "text" and not self.retriever_frozen:
             warnings.warn(
                 f"objectives {blind}: the generator reads the selected passages as text (generator.mode: "
@@ -738,7 +732,7 @@ class JointRAGModule(pl.LightningModule):
             id(p) for n, p in self.system.query_encoder.named_parameters() if not n.startswith("projector.")
         }
         for comp in {id(c): c for c in (self.system.compressor, self.system.query_encoder)}.values():
-            if getattr(comp, "memory_readout", "tokens") == "pool":  # new pooling queries: model.lr
+            if comp.memory_readout == "pool":  # new pooling queries: model.lr
                 retriever_ids.discard(id(comp.memory_tokens))
         retriever = [p for p in self.parameters() if p.requires_grad and id(p) in retriever_ids]
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in retriever_ids]
