@@ -190,19 +190,39 @@ class RAGSystem(nn.Module):
         retrieval = torch.cat(retrievals)
         return memory, retrieval[back.to(retrieval.device)]
 
-    def build_index(self, step: int = 0, show_progress: bool = True, replace: bool = True) -> PassageIndex:
+    def index_needs_memory(self, replace: bool = True) -> bool:
+        """Whether ``build_index`` encodes the corpus memory too (a whole, unsharded index of a
+        memory-mode generator that caches it)."""
+        sharded = self.shard_index and world()[1] > 1
+        return replace and self.cache_corpus_memory and self.generator.mode == "memory" and not sharded
+
+    def build_index(
+        self, step: int = 0, show_progress: bool = True, replace: bool = True, vectors: Tensor | None = None
+    ) -> PassageIndex:
         """(Re)build the index over the corpus (vectors on the system's device) and cache the
         corpus memory. ``step`` records when (for staleness). ``replace=False`` returns a fresh
-        index and keeps the current one (a staleness probe)."""
+        index and keeps the current one (a staleness probe). ``vectors``: the whole corpus's
+        retrieval vectors (N, R, D), already encoded (``model.index_cache``); only for an
+        unsharded index that needs no corpus memory."""
         corpus = self._corpus()
         rank, world_size = world()
         sharded = self.shard_index and world_size > 1
         # a sharded index holds 1/W of the corpus memory too: answering encodes its top-K instead
-        need_memory = replace and self.cache_corpus_memory and self.generator.mode == "memory" and not sharded
+        need_memory = self.index_needs_memory(replace)
         owned = shard_range(len(corpus), rank, world_size) if sharded else range(len(corpus))
-        memory, retrieval = self.encode_corpus(
-            show_progress=show_progress, rows=list(owned) if sharded else None, need_memory=need_memory
-        )
+        if vectors is not None:
+            if sharded or need_memory or vectors.shape[0] != len(corpus):
+                raise ValueError(
+                    f"build_index(vectors=...) takes the whole corpus's {len(corpus)} vectors for an "
+                    f"unsharded index without corpus memory; got {tuple(vectors.shape)}"
+                    + (", sharded" if sharded else "")
+                    + (", memory needed" if need_memory else "")
+                )
+            memory, retrieval = None, vectors.to(self.device)
+        else:
+            memory, retrieval = self.encode_corpus(
+                show_progress=show_progress, rows=list(owned) if sharded else None, need_memory=need_memory
+            )
         fingerprint = {"corpus": corpus.fingerprint()}
         index = PassageIndex(
             retrieval,

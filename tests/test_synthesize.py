@@ -91,6 +91,13 @@ def test_synthesized_source_trains_on_records_and_evaluates_on_real_queries(tmp_
     assert [ex.query for ex in data.val] == ["real 0", "real 1", "real 2"] and data.test == data.val
     with pytest.raises(DataError, match="max_train = 9 but the file has 4 training records"):
         SynthesizedSource(path, beir=tmp_path / "beir", max_train=9).load()
+    # d0..d2 are gold for the real evaluation queries: disjoint_train drops the records on them
+    drawn = [ex.gold_passage_ids[0] for ex in SynthesizedSource(path, beir=tmp_path / "beir").load().train]
+    kept = SynthesizedSource(path, beir=tmp_path / "beir", disjoint_train=True).load().train
+    assert [ex.gold_passage_ids[0] for ex in kept] == [p for p in drawn if p not in {"d0", "d1", "d2"}]
+    assert len(kept) < len(drawn)
+    with pytest.raises(DataError, match="after disjoint_train"):
+        SynthesizedSource(path, beir=tmp_path / "beir", disjoint_train=True, max_train=4).load()
     generated = synthesize("Oboe.", 5, FakeLM([f"q{i}" for i in range(5)]), None, show_progress=False)
     own = SynthesizedSource(
         write_synthesized(tmp_path / "gen.jsonl", generated.records), val_fraction=0.2

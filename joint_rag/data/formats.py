@@ -11,6 +11,7 @@ and the line, record or field; malformed rows are never skipped silently.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -341,6 +342,9 @@ class BeirSource(_SplitSource):
         val_ids: example ids for validation (as `train_ids`).
         test_ids: example ids for test (as `train_ids`).
         evaluate_all: every example in val and in test, train empty (`_SplitSource`).
+        max_train: keep this many training examples (after `disjoint_train`; random by `seed`,
+            the same N for every training seed): the count of distinct real examples in a data
+            study (compare `SynthesizedSource(max_train=)`). None keeps all.
     """
 
     def __init__(
@@ -358,8 +362,12 @@ class BeirSource(_SplitSource):
         val_ids: str | list[str] | None = None,
         test_ids: str | list[str] | None = None,
         evaluate_all: bool = False,
+        max_train: int | None = None,
     ) -> None:
+        if max_train is not None and max_train < 1:
+            raise ValueError(f"BeirSource: max_train must be a positive count or null, got {max_train}")
         self.path = Path(path)
+        self.max_train = max_train
         self.train_split = train_split
         self.eval_split = eval_split
         self.val_fraction = val_fraction
@@ -447,6 +455,17 @@ class BeirSource(_SplitSource):
 
     def load(self) -> RAGData:
         """Read the folder and split it (see the class docstring)."""
+        data = self._load_splits()
+        if self.max_train is None:
+            return data
+        if self.max_train > len(data.train):
+            raise DataError(
+                f"{self.path}: max_train = {self.max_train} but the folder gives {len(data.train)} training "
+                "queries" + (" after disjoint_train" if self.disjoint_train else "")
+            )
+        return dataclasses.replace(data, train=limit(data.train, self.max_train, self.seed))
+
+    def _load_splits(self) -> RAGData:
         if not self.path.is_dir():
             raise DataError(
                 f"{self.path}: folder not found; expected a BEIR folder with corpus.jsonl, queries.jsonl, qrels/"

@@ -63,6 +63,9 @@ class SynthesizedSource(DataSource):
         val_fraction: without ``beir``: the fraction of the records held out for val.
         test_fraction: without ``beir``: the fraction of the records held out for test.
         max_train: keep the first this-many training records (None: all).
+        disjoint_train: with ``beir``: drop records whose positives are gold for an evaluation
+            query, before ``max_train`` (as ``BeirSource(disjoint_train=True)`` drops real
+            training queries): the fair comparison with the real queries.
         seed: split seed.
     """
 
@@ -74,6 +77,7 @@ class SynthesizedSource(DataSource):
         val_fraction: float = 0.0,
         test_fraction: float = 0.2,
         max_train: int | None = None,
+        disjoint_train: bool = False,
         seed: int = 0,
     ) -> None:
         self.path = Path(path)
@@ -82,6 +86,7 @@ class SynthesizedSource(DataSource):
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.max_train = max_train
+        self.disjoint_train = disjoint_train
         self.seed = seed
 
     def load(self) -> RAGData:
@@ -92,6 +97,9 @@ class SynthesizedSource(DataSource):
             evals = real.read_qrels(self.eval_split, base, real.read_queries())
             corpus = Corpus([*base, *generated], source=f"{self.beir} + {self.path}")
             train, val, test = examples, list(evals), list(evals)
+            if self.disjoint_train:
+                held = {p for ex in evals for p in ex.gold_passage_ids}
+                train = [ex for ex in train if not held.intersection(ex.gold_passage_ids)]
         else:
             if not generated:
                 raise DataError(
@@ -107,6 +115,7 @@ class SynthesizedSource(DataSource):
             if self.max_train > len(train):
                 raise DataError(
                     f"{self.path}: max_train = {self.max_train} but the file has {len(train)} training records"
+                    + (" after disjoint_train" if self.disjoint_train else "")
                 )
             train = train[: self.max_train]
         check_examples(train + val + test, corpus, str(self.path))

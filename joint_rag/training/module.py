@@ -35,7 +35,9 @@ from joint_rag.models.compressor import Compressor
 from joint_rag.models.generator import Generator
 from joint_rag.models.selection import TopKSelector
 from joint_rag.retrieval.index import PassageIndex
+from joint_rag.retrieval.sharded import world
 from joint_rag.system import RAGSystem, eval_mode, with_instructions
+from joint_rag.training import index_cache
 from joint_rag.training.guard import divergence_error, few, nonfinite
 from joint_rag.training.metrics import AnswerMetrics, RetrievalMetrics, answer_scores, f1_score
 from joint_rag.training.modes import train_trainable_parts
@@ -110,6 +112,11 @@ class JointRAGModule(pl.LightningModule):
             signals and Reinforce's "loglik" reward are read from it, so the seeds and
             objectives of a grid read each (question, passage) once. None: no cache. Refused
             unless the generator is frozen and reads text.
+        index_cache: a folder caching the corpus's retrieval vectors when they cannot change
+            (``training/index_cache.py``: the passage encoder frozen, a ``mean_pool`` or
+            ``last_token`` vector, no corpus memory needed): the runs of a query-side grid
+            encode the corpus once. Keyed by corpus, weights, precision and device, so a hit is
+            exact. None: no cache.
 
     Set by ``IndexRefresh(mode="rerank")``: ``rerank_depth`` (C' > C): training candidates are
     the best C of the stale index's top C' by the current encoders.
@@ -147,6 +154,7 @@ class JointRAGModule(pl.LightningModule):
         cache_corpus_memory: bool = True,
         shard_index: bool = True,
         reader_cache: str | None = None,
+        index_cache: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -204,6 +212,7 @@ class JointRAGModule(pl.LightningModule):
         if reader_cache is not None:
             ReaderCache.check_reader(generator)
         self.reader_cache_path = reader_cache
+        self.index_cache = index_cache
         if not relevance_labels:
             readers = self.objective.label_readers
             if readers:
@@ -273,7 +282,33 @@ class JointRAGModule(pl.LightningModule):
         bad = self._nonfinite()
         if bad:  # not an index problem: say what it is before encoding garbage
             self._diverged(f"the weights {few(bad)} are non-finite, so the index cannot be built")
-        self.system.build_index(step=step, show_progress=show_progress)
+        key = self._index_cache_key()
+        vectors = index_cache.load_vectors(self.index_cache, key, len(self.system.corpus)) if key else None
+        if vectors is not None:
+            rank_zero_info(
+                f"[index_cache] corpus vectors read from {index_cache.cache_file(self.index_cache, key)}"
+            )
+        self.system.build_index(step=step, show_progress=show_progress, vectors=vectors)
+        if key and vectors is None:
+            index_cache.save_vectors(self.index_cache, key, self.system.index.vectors)
+
+    def _index_cache_key(self) -> str | None:
+        """The ``index_cache`` key of the corpus vectors, or None when the cache is off or the
+        vectors could change (a trainable passage encoder, a memory-token retrieval vector, a
+        sharded index or one that also encodes the corpus memory)."""
+        system = self.system
+        if (
+            self.index_cache is None
+            or not self.passage_encoder_frozen
+            or system.compressor.retrieval_mode not in ("mean_pool", "last_token")
+            or system.corpus is None
+            or system.index_needs_memory()
+            or (system.shard_index and world()[1] > 1)
+        ):
+            return None
+        return index_cache.cache_key(
+            system.compressor, system.corpus, system.device, system.encode_batch_size
+        )
 
     # ------------------------------------------------------------------ training
     @property

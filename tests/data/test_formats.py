@@ -263,3 +263,27 @@ def test_beir_and_squad_read_an_instruction_field(tmp_path):
     article["paragraphs"][0]["qas"][0]["instruction"] = "Answer in French."
     _, examples = SquadSource(_squad(tmp_path / "s.json", [article])).read()
     assert [ex.instruction for ex in examples] == ["Answer in French.", None]
+
+
+def test_beir_max_train_keeps_n_training_queries_after_disjoint_train(tmp_path):
+    qrels_train = ["qid\tpid\tscore"] + [f"t{i}\td{i}\t1" for i in range(6)]
+    queries = [{"_id": f"q{i}", "text": f"query {i}"} for i in range(2)]
+    queries += [{"_id": f"t{i}", "text": f"train {i}"} for i in range(6)]
+    root = _beir(tmp_path, queries=queries, qrels=["qid\tpid\tscore", "q0\td0\t1", "q1\td1\t1"])
+    _beir(root, queries=queries, qrels=qrels_train, split="train")
+    (root / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": f"d{i}", "title": "", "text": f"t{i}"}) + "\n" for i in range(6))
+    )
+    full = BeirSource(root, val_fraction=0.0, disjoint_train=True).load()
+    assert sorted(ex.example_id for ex in full.train) == ["t2", "t3", "t4", "t5"]  # t0, t1 share test gold
+    three = BeirSource(root, val_fraction=0.0, disjoint_train=True, max_train=3).load()
+    assert len(three.train) == 3 and {ex.example_id for ex in three.train} <= {"t2", "t3", "t4", "t5"}
+    assert three.test == full.test and three.val == full.val  # evaluation untouched
+    again = BeirSource(root, val_fraction=0.0, disjoint_train=True, max_train=3).load()
+    assert [ex.example_id for ex in again.train] == [ex.example_id for ex in three.train]  # seeded
+    with pytest.raises(
+        DataError, match="max_train = 5 but the folder gives 4 training queries after disjoint_train"
+    ):
+        BeirSource(root, val_fraction=0.0, disjoint_train=True, max_train=5).load()
+    with pytest.raises(ValueError, match="max_train must be a positive count"):
+        BeirSource(root, max_train=0)
