@@ -32,6 +32,14 @@ MEMORY = ["--model.compressor.init_args.retrieval=memory"]
 # memory read by M learned queries pooling the text's token states (starts as the mean-pooled
 # vector, see Compressor(memory_readout="pool")) instead of M memory tokens
 POOL = [*MEMORY, "--model.compressor.init_args.memory_readout=pool"]
+# multi-vector in MiniLM's own 384-d space: the M pooled slots retrieve unprojected
+# (Compressor(retrieval="pool")), their queries started at scale 0.3 so the slots start apart
+# (attention on a few tokens each) instead of as M copies of the mean-pooled vector
+SLOTS = [
+    "--model.compressor.init_args.memory_readout=pool",
+    "--model.compressor.init_args.retrieval=pool",
+    "--model.compressor.init_args.pool_init_std=0.3",
+]
 
 
 def memory_rows(one: str, prefix: str, flags: list[str]) -> dict[str, list[str]]:
@@ -51,6 +59,15 @@ ROWS = {
     "single": [],  # mean-pooled MiniLM, cosine, 384 dimensions
     **memory_rows("memory1", "m", MEMORY),  # memory tokens (memory1: one memory token)
     **memory_rows("pool1", "pool", POOL),
+    **{
+        f"slots{m}_{name}": [
+            *SLOTS,
+            f"--model.compressor.init_args.num_memory_tokens={m}",
+            f"--model.similarity={sim}",
+        ]
+        for m in (4, 16)
+        for name, sim in (("maxsim", "maxsim"), ("flat", "flat_cosine"))
+    },
 }
 METRICS = ("recall@2", "recall@10", "recall@20")
 TRAIN_YAML = REPO / "experiments" / "ablations" / "base" / "limit_train.yaml"

@@ -25,8 +25,12 @@ queries attend over the token states of the plain pass (poly-encoder codes, Hume
 slot m = softmax_l(q_m . h_l) h_l over the text's tokens. The queries start small (std 1e-3), so
 every slot starts as nearly the mean-pooled vector (which already separates passages, whereas a
 memory token's state starts nearly the same for every passage) and the slots part as the
-queries learn. One backbone pass serves the memory and a mean-pooled retrieval vector. The
-queries are stored as ``memory_tokens`` (same shape) and train at the new parts' learning rate.
+queries learn (``pool_init_std`` sets their starting scale: larger starts the slots apart). One
+backbone pass serves the memory and a mean-pooled retrieval vector. The queries are stored as
+``memory_tokens`` (same shape) and train at the new parts' learning rate. ``retrieval="pool"``
+retrieves with the M pooled slots themselves, unprojected (n, M, H_b): a multi-vector retriever
+in the backbone's own space (MaxSim or flattened cosine over the slots; one slot at the default
+scale starts as the mean-pooled vector).
 
 The query encoder is the same class (``Compressor.copy_for_queries``).
 """
@@ -99,7 +103,7 @@ class Compressor(nn.Module):
             the memory vectors start centred instead of sharing one direction (the memory
             token's state is nearly the same for every passage, and cosine on such vectors
             ranks by noise). Retrieval from memory only.
-        retrieval: "memory", "mean_pool" or "last_token" (see module docstring).
+        retrieval: "memory", "mean_pool", "last_token" or "pool" (see module docstring).
         lora_rank: if > 0, wrap the backbone with LoRA adapters of this rank (peft) and freeze
             its other weights.
         freeze_backbone: keep backbone weights fixed (memory tokens and projector still train).
@@ -111,6 +115,9 @@ class Compressor(nn.Module):
         memory_readout: "tokens" (M memory tokens in the input, their output states; CLaRa) or
             "pool" (M learned queries attending over the text's token states, starting as
             the mean-pooled vector; see module docstring).
+        pool_init_std: the pooling queries' initial scale (``memory_readout="pool"``): 1e-3
+            gives near-uniform attention (every slot the mean-pooled vector); about 0.3 on
+            MiniLM starts the slots on different few tokens (parted slots).
     """
 
     def __init__(
@@ -129,6 +136,7 @@ class Compressor(nn.Module):
         extract_temperature: float = 1.0,
         center_projector: bool = False,
         memory_readout: str = "tokens",
+        pool_init_std: float = 1e-3,
     ) -> None:
         super().__init__()
         self.init_args = init_args(Compressor, locals())
@@ -141,9 +149,13 @@ class Compressor(nn.Module):
             )
         if num_memory_tokens < 1:
             raise ValueError(f"compressor.num_memory_tokens must be >= 1, got {num_memory_tokens}")
-        if retrieval not in ("memory", "mean_pool", "last_token"):
+        if retrieval == "pool" and memory_readout != "pool":
             raise ValueError(
-                f"compressor.retrieval must be 'memory', 'mean_pool' or 'last_token', got {retrieval!r}"
+                'compressor.retrieval "pool" reads the pooled slots: it needs memory_readout: pool'
+            )
+        if retrieval not in ("memory", "mean_pool", "last_token", "pool"):
+            raise ValueError(
+                f"compressor.retrieval must be 'memory', 'mean_pool', 'last_token' or 'pool', got {retrieval!r}"
             )
         if memory_readout not in ("tokens", "pool"):
             raise ValueError(f"compressor.memory_readout must be 'tokens' or 'pool', got {memory_readout!r}")
@@ -162,9 +174,10 @@ class Compressor(nn.Module):
         self.center = center_projector
         self.lora_rank = lora_rank
         self.memory_readout = memory_readout
+        self.pool_init_std = pool_init_std
         emb = self.backbone.get_input_embeddings().weight
         if memory_readout == "pool":  # pooling queries: near-uniform attention = mean pooling
-            init = torch.randn(num_memory_tokens, emb.shape[1], dtype=emb.dtype) * 1e-3
+            init = torch.randn(num_memory_tokens, emb.shape[1], dtype=emb.dtype) * pool_init_std
         else:
             init = emb[torch.randint(0, emb.shape[0], (num_memory_tokens,))].detach().clone()
         self.memory_tokens = nn.Parameter(init)  # (M, H_b)
@@ -429,12 +442,15 @@ class Compressor(nn.Module):
             elif self.retrieval_mode == "last_token":  # the last attended position, either padding side
                 last = mask.shape[1] - 1 - mask.flip(-1).argmax(-1)  # (n,)
                 retrieval = plain[torch.arange(n, device=plain.device), last].unsqueeze(1)  # (n, 1, H_b)
+            elif self.retrieval_mode == "pool":  # the M pooled slots themselves, unprojected
+                retrieval = self._pool_states(plain, mask)  # (n, M, H_b)
             if not need_memory and retrieval is not None:
                 return CompressorOutput(None, retrieval)
         if self.projector is None:
             raise RuntimeError("compressor has no projector: call build_projector(generator_hidden) first")
         if plain is not None and self.memory_readout == "pool":
-            mem_h, text_h = self._pool_states(plain, mask), plain
+            mem_h = retrieval if self.retrieval_mode == "pool" else self._pool_states(plain, mask)
+            text_h = plain
         else:
             mem_h, text_h = self._memory_states(ids, mask)
         memory = self.projector(mem_h.contiguous())  # (n, M, H)

@@ -38,7 +38,7 @@ def test_last_token_retrieval_is_the_last_text_state_whatever_the_padding(backbo
         with torch.no_grad():
             hidden = comp.backbone(**enc).last_hidden_state  # (1, L, H), no padding
         torch.testing.assert_close(batched[i, 0], hidden[0, -1], atol=1e-5, rtol=0)
-    with pytest.raises(ValueError, match="'memory', 'mean_pool' or 'last_token'"):
+    with pytest.raises(ValueError, match="'memory', 'mean_pool', 'last_token' or 'pool'"):
         Compressor("tiny-bert", retrieval="cls")
 
 
@@ -180,3 +180,51 @@ def test_pool_readout_trains_its_queries_at_the_new_parts_rate_and_reloads(tmp_p
     )
     with pytest.raises(ValueError, match="memory_readout"):
         Compressor("tiny-bert", memory_readout="cls")
+
+
+def test_pool_retrieval_is_the_unprojected_slots_and_trains_both_sides(tiny_module, tmp_path):
+    torch.manual_seed(0)
+    one = Compressor("tiny-bert", num_memory_tokens=1, max_length=48, memory_readout="pool", retrieval="pool")
+    plain = Compressor("tiny-bert", num_memory_tokens=1, max_length=48, retrieval="mean_pool")
+    plain.backbone.load_state_dict(one.backbone.state_dict())
+    texts = ["short text", "a somewhat longer passage of text here"]
+    one.eval(), plain.eval()
+    # one slot at the default (small) query scale is the mean-pooled vector, in the backbone's space
+    got = one(texts, need_memory=False).retrieval
+    assert got.shape == (2, 1, one.hidden)
+    torch.testing.assert_close(got, plain(texts, need_memory=False).retrieval, atol=5e-3, rtol=1e-2)
+    torch.manual_seed(0)
+    four = Compressor(
+        "tiny-bert",
+        num_memory_tokens=4,
+        max_length=48,
+        memory_readout="pool",
+        retrieval="pool",
+        pool_init_std=3.0,
+    ).eval()
+    four.build_projector(8)
+    out = four(texts)
+    assert out.retrieval.shape == (2, 4, four.hidden) and out.memory.shape == (2, 4, 8)
+    assert (out.retrieval[:, 0] - out.retrieval[:, 1]).abs().max() > 1e-2  # a larger scale starts them apart
+    loaded = Compressor.from_pretrained(four.save_pretrained(tmp_path / "c")).eval()
+    assert (loaded.retrieval_mode, loaded.pool_init_std) == ("pool", 3.0)
+    torch.testing.assert_close(loaded(texts).retrieval, out.retrieval)
+    module, data = tiny_module(
+        compressor=Compressor(
+            "tiny-bert", num_memory_tokens=2, max_length=48, memory_readout="pool", retrieval="pool"
+        ),
+        similarity="maxsim",
+    )
+    assert module.system.query_encoder.projector is None  # queries need no projector: no shared space to keep
+    from joint_rag.data.collate import collate_examples
+
+    module.train()
+    module.build_index(show_progress=False)
+    total, _ = module.objective(
+        module._joint_inputs(collate_examples(data.train[:3]), module.objective.needs)
+    )
+    total.backward()
+    assert module.system.compressor.memory_tokens.grad.abs().sum() > 0
+    assert module.system.query_encoder.memory_tokens.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="needs memory_readout: pool"):
+        Compressor("tiny-bert", retrieval="pool")
