@@ -35,8 +35,9 @@ BASELINE = "n0"
 
 
 def row_kind(row: str) -> tuple[str, int] | None:
-    """``n256`` -> ("similarity", 256), ``rl_n16`` -> ("rl", 16), ``tiny_n0`` -> ("tiny", 0)."""
-    m = re.fullmatch(r"(?:(rl|tiny|smollm2)_)?n(\d+)", row)
+    """``n256`` -> ("similarity", 256), ``rl_n16`` -> ("rl", 16), ``tiny_n0`` -> ("tiny", 0),
+    ``lsr_n256`` -> ("lsr", 256)."""
+    m = re.fullmatch(r"(?:(rl|lsr|tiny|smollm2)_)?n(\d+)", row)
     return (m.group(1) or "similarity", int(m.group(2))) if m else None
 
 
@@ -67,8 +68,8 @@ def _finite(value) -> bool:
 
 def comparisons(row: str) -> dict[str, str]:
     """What a row is compared with (paired, same seeds and pairs): ``vs_n0`` its model's N = 0
-    row (ordinary questions only); ``vs_similarity`` for a Reinforce row, the similarity row of
-    the same N (which signal teaches more from the same examples)."""
+    row (ordinary questions only); ``vs_similarity`` for a Reinforce or LSR row, the similarity
+    row of the same N (which signal teaches more from the same examples)."""
     rk = row_kind(row)
     if rk is None:
         return {"vs_n0": BASELINE}
@@ -77,7 +78,7 @@ def comparisons(row: str) -> dict[str, str]:
     zero = BASELINE if kind in ("similarity", "rl") else f"{kind}_n0"
     if row != zero:
         out["vs_n0"] = zero
-    if kind == "rl":
+    if kind in ("rl", "lsr"):
         out["vs_similarity"] = f"n{n}"
     return out
 
@@ -133,7 +134,8 @@ def plot(table: dict[str, dict], path: Path) -> None:
     )
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     lines = {"similarity": ("C0", "MiniLM, similarity"), "rl": ("C1", "MiniLM, Reinforce (nDCG)"),
-             "tiny": ("C2", "tiny random encoder, similarity"), "smollm2": ("C3", "SmolLM2, similarity")}  # fmt: skip
+             "tiny": ("C2", "tiny random encoder, similarity"), "smollm2": ("C3", "SmolLM2, similarity"),
+             "lsr": ("C4", "MiniLM, LSR (SmolLM2 reader, no labels)")}  # fmt: skip
     for ax, (metric, title) in zip(axes, panels):
         for kind, (color, label) in lines.items():
             pts = sorted(
@@ -188,25 +190,25 @@ def markdown(table: dict[str, dict]) -> str:
     signal = ""
     for row, e in table.items():
         rk = row_kind(row)
-        if rk is None or rk[0] != "rl":
+        if rk is None or rk[0] not in ("rl", "lsr"):
             continue
         cells = []
         for m in ("p_mrr_seen", "p_mrr_unseen", "instruction_ndcg@10_new"):
             d = e.get(m, {}).get("vs_similarity")
             cells.append("–" if d is None else f"{d['delta']:+.3f} [{d['interval'][0]:+.3f}, {d['interval'][1]:+.3f}]"
                          + ("*" if d["beyond_noise"] else "") + f" ({d['seeds']} seeds)")  # fmt: skip
-        signal += f"| {rk[1]} | " + " | ".join(cells) + " |\n"
+        signal += f"| {row} | {rk[1]} | " + " | ".join(cells) + " |\n"
     if signal:
         signal = (
-            "\n| N | Reinforce − similarity: p-MRR seen | p-MRR unseen | nDCG@10 changed instruction |\n"
-            "|---:|---|---|---|\n" + signal
+            "\n| row | N | row − similarity at the same N: p-MRR seen | p-MRR unseen | nDCG@10 changed instruction |\n"
+            "|---|---:|---|---|---|\n" + signal
         )
     return head + body + signal
 
 
 def order(row: str) -> tuple:
     rk = row_kind(row)
-    kinds = ["similarity", "rl", "tiny", "smollm2"]
+    kinds = ["similarity", "rl", "lsr", "tiny", "smollm2"]
     return (-1, 0) if rk is None else (kinds.index(rk[0]), rk[1])
 
 

@@ -42,6 +42,9 @@ def test_summary_means_intervals_and_paired_differences(tmp_path):
     assert mod.row_kind("frozen") is None
     assert mod.comparisons("rl_n16") == {"vs_n0": "n0", "vs_similarity": "n16"}
     assert mod.comparisons("tiny_n256") == {"vs_n0": "tiny_n0"} and mod.comparisons("n0") == {}
+    assert mod.row_kind("lsr_n256") == ("lsr", 256)
+    assert mod.comparisons("lsr_n256") == {"vs_n0": "lsr_n0", "vs_similarity": "n256"}
+    assert mod.comparisons("lsr_n0") == {"vs_similarity": "n0"}
     for seed in (0, 1):
         _run(tmp_path, "n0", seed, [0.0, 0.1, -0.1, 0.2], [1.0, 0.5])
         _run(tmp_path, "n16", seed, [0.3, 0.5, 0.2, 0.6], [1.0, 0.5])  # +0.35 on every seed
@@ -54,7 +57,12 @@ def test_summary_means_intervals_and_paired_differences(tmp_path):
     same = table["n16"]["ndcg@10"]["vs_n0"]
     assert same["delta"] == pytest.approx(0.0) and not same["beyond_noise"]
     assert "vs_n0" not in table["n0"]["p_mrr_seen"]
+    for seed in (0, 1):  # the usefulness signal at N = 16: -0.1 from similarity's p-MRR on every pair
+        _run(tmp_path, "lsr_n16", seed, [0.2, 0.4, 0.1, 0.5], [1.0, 0.5])
+    table = mod.summarise(mod.load(tmp_path))
+    assert table["lsr_n16"]["p_mrr_seen"]["vs_similarity"]["delta"] == pytest.approx(-0.1)
     text = mod.markdown(table)
+    assert "| lsr_n16 | 16 | -0.100 [" in text
     assert "| n16 | 2 | " in text and "0.400 [" in text and "Δ +0.350" in text
     mod.plot(table, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 0
