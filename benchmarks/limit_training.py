@@ -220,9 +220,40 @@ def collapse(root: Path, seed: int = 0) -> dict:
                 "mean_cosine": round(off.mean().item(), 4),
                 "min_cosine": round(off.min().item(), 4),
             }
+        comp = rag.system.compressor
+        if comp.memory_readout == "pool":
+            stats["pool"] = pool_diagnostics(comp, corpus.texts())
         out[row] = stats
         print(row, stats, flush=True)
     return out
+
+
+def pool_diagnostics(comp, texts: list[str]) -> dict:
+    """Do a pooled read-out's slots part? The passage side's pooling queries' norms, the
+    entropy of their attention over each document's tokens against the uniform value (log of
+    the document's length), and the mean cosine between a document's slots (1: M copies of
+    one vector, MaxSim over them is one vector)."""
+    import torch
+
+    with torch.no_grad():
+        enc = comp.tokenize(texts, comp.memory_tokens.device)
+        mask = enc["attention_mask"]
+        states = comp._plain_states(enc["input_ids"], mask)  # (n, L, H)
+        logits = torch.einsum("nlh,mh->nml", states, comp.memory_tokens.to(states.dtype)).float()
+        weights = logits.masked_fill(~mask.bool().unsqueeze(1), float("-inf")).softmax(-1)  # (n, M, L)
+        entropy = -(weights * weights.clamp_min(1e-12).log()).sum(-1)  # (n, M)
+        uniform = torch.log(mask.sum(-1).float())  # (n,)
+        slots = torch.nn.functional.normalize(comp._pool_states(states, mask).float(), dim=-1)  # (n, M, H)
+        M = slots.shape[1]
+        within = (slots @ slots.transpose(1, 2))[:, ~torch.eye(M, dtype=torch.bool)].mean() if M > 1 else None
+    return {
+        "query_norms": [round(v, 4) for v in comp.memory_tokens.norm(dim=-1).tolist()],
+        "attention_entropy": round(entropy.mean().item(), 3),
+        "uniform_entropy": round(uniform.mean().item(), 3),
+        "entropy_fraction_of_uniform": round((entropy / uniform.unsqueeze(1)).mean().item(), 3),
+        "slot_cosine_within_document": None if within is None else round(within.item(), 4),
+        "documents": len(texts),
+    }
 
 
 def table(runs: list[dict]) -> str:
