@@ -7,7 +7,7 @@ abstracts: about 5 minutes a run on a 2-core CPU). The cache keeps the retrieval
 (N, R, D) in ``DIR/<key>.safetensors``, where the key is a sha256 over everything the vectors
 depend on: the corpus (ids, titles, texts, in order), the encoder's class, retrieval mode,
 ``max_length``, tokenizer and backbone names, the backbone's weights (names, dtypes, shapes
-and bytes), the device type, the autocast state and the encoding batch size. Equal key, equal
+and bytes, with the torch version and thread count), the device type, the autocast state and the encoding batch size. Equal key, equal
 vectors: a hit is exact, and a changed weight, corpus or precision is a miss, never a stale
 hit. Files are written atomically (temporary file, then rename) and read with safetensors
 only; a file whose key or shape does not match is ignored (and rewritten on the next save).
@@ -26,17 +26,9 @@ from torch import Tensor, nn
 
 from joint_rag.atomic import atomic_write
 from joint_rag.data.types import Corpus
+from joint_rag.training.fingerprint import module_fingerprint
 
 FORMAT = "joint-rag index cache v1"
-
-
-def _weights_digest(module: nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}\x00".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _autocast_state() -> list[str]:
@@ -58,7 +50,7 @@ def cache_key(compressor: nn.Module, corpus: Corpus, device: torch.device | str,
         "max_length": compressor.max_length,
         "backbone": getattr(getattr(backbone, "config", None), "_name_or_path", type(backbone).__name__),
         "tokenizer": getattr(tokenizer, "name_or_path", None),
-        "weights": _weights_digest(backbone),
+        "weights": module_fingerprint(backbone, FORMAT),  # with torch version and thread count
         "device": torch.device(device).type,
         "autocast": _autocast_state(),
         "batch_size": batch_size,

@@ -35,6 +35,7 @@ from torch import nn
 
 from joint_rag.models.generator import Generator, GeneratorOutput
 from joint_rag.system import eval_mode
+from joint_rag.training.fingerprint import module_fingerprint
 
 FORMAT = 1
 _MAGIC = "joint-rag reader cache"
@@ -43,14 +44,7 @@ _MAGIC = "joint-rag reader cache"
 def reader_fingerprint(model: nn.Module) -> str:
     """SHA-256 over every parameter and buffer (name, dtype, shape, bytes) plus the torch
     version, device type and thread count (CPU kernels round by thread count)."""
-    h = hashlib.sha256(
-        f"{_MAGIC} v{FORMAT}|torch {torch.__version__}|threads {torch.get_num_threads()}".encode()
-    )
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach()
-        h.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|{t.device.type}|".encode())
-        h.update(t.cpu().contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    return module_fingerprint(model, f"{_MAGIC} v{FORMAT}")
 
 
 def autocast_tag(generator: Generator) -> str:
