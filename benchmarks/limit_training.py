@@ -34,11 +34,12 @@ MEMORY = ["--model.compressor.init_args.retrieval=memory"]
 POOL = [*MEMORY, "--model.compressor.init_args.memory_readout=pool"]
 # multi-vector in MiniLM's own 384-d space: the M pooled slots retrieve unprojected
 # (Compressor(retrieval="pool")), their queries started at scale 0.3 so the slots start apart
-# (attention on a few tokens each) instead of as M copies of the mean-pooled vector
+# (attention on a few tokens each) instead of as M copies of the mean-pooled vector; unit slots
 SLOTS = [
     "--model.compressor.init_args.memory_readout=pool",
     "--model.compressor.init_args.retrieval=pool",
     "--model.compressor.init_args.pool_init_std=0.3",
+    "--model.compressor.init_args.normalize_retrieval=true",  # MaxSim sums cosines (ColBERT), not raw 384-d dots
 ]
 
 

@@ -118,6 +118,9 @@ class Compressor(nn.Module):
         pool_init_std: the pooling queries' initial scale (``memory_readout="pool"``): 1e-3
             gives near-uniform attention (every slot the mean-pooled vector); about 0.3 on
             MiniLM starts the slots on different few tokens (parted slots).
+        normalize_retrieval: L2-normalise each retrieval vector, so MaxSim sums cosines
+            (ColBERT) instead of raw dot products, whose scale grows with the backbone's state
+            norms (about 50 per pair for MiniLM's 384-d states); a no-op for cosine similarities.
     """
 
     def __init__(
@@ -137,6 +140,7 @@ class Compressor(nn.Module):
         center_projector: bool = False,
         memory_readout: str = "tokens",
         pool_init_std: float = 1e-3,
+        normalize_retrieval: bool = False,
     ) -> None:
         super().__init__()
         self.init_args = init_args(Compressor, locals())
@@ -175,6 +179,7 @@ class Compressor(nn.Module):
         self.lora_rank = lora_rank
         self.memory_readout = memory_readout
         self.pool_init_std = pool_init_std
+        self.normalize_retrieval = normalize_retrieval
         emb = self.backbone.get_input_embeddings().weight
         if memory_readout == "pool":  # pooling queries: near-uniform attention = mean pooling
             init = torch.randn(num_memory_tokens, emb.shape[1], dtype=emb.dtype) * pool_init_std
@@ -445,7 +450,7 @@ class Compressor(nn.Module):
             elif self.retrieval_mode == "pool":  # the M pooled slots themselves, unprojected
                 retrieval = self._pool_states(plain, mask)  # (n, M, H_b)
             if not need_memory and retrieval is not None:
-                return CompressorOutput(None, retrieval)
+                return CompressorOutput(None, self._finish(retrieval))
         if self.projector is None:
             raise RuntimeError("compressor has no projector: call build_projector(generator_hidden) first")
         if plain is not None and self.memory_readout == "pool":
@@ -458,9 +463,13 @@ class Compressor(nn.Module):
             retrieval = memory
         if self.memory_mode == "extractive":
             if not need_memory:
-                return CompressorOutput(None, retrieval)
+                return CompressorOutput(None, self._finish(retrieval))
             memory = self._extract(texts, text_h)  # (n, M', H)
-        return CompressorOutput(memory, retrieval)
+        return CompressorOutput(memory, self._finish(retrieval))
+
+    def _finish(self, retrieval: Tensor) -> Tensor:
+        """The retrieval vectors as returned: unit length per vector with ``normalize_retrieval``."""
+        return nn.functional.normalize(retrieval, dim=-1) if self.normalize_retrieval else retrieval
 
     def _plain_states(self, ids: Tensor, mask: Tensor) -> Tensor:
         """The backbone over the text alone (no memory tokens): token states (n, L, H_b)."""

@@ -228,3 +228,38 @@ def test_pool_retrieval_is_the_unprojected_slots_and_trains_both_sides(tiny_modu
     assert module.system.query_encoder.memory_tokens.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="needs memory_readout: pool"):
         Compressor("tiny-bert", retrieval="pool")
+
+
+def test_normalize_retrieval_gives_unit_vectors_so_maxsim_sums_cosines(tmp_path):
+    from joint_rag.kernels import similarity
+
+    torch.manual_seed(0)
+    comp = Compressor(
+        "tiny-bert",
+        num_memory_tokens=3,
+        max_length=48,
+        memory_readout="pool",
+        retrieval="pool",
+        pool_init_std=3.0,
+    ).eval()
+    raw = comp(["a passage to read", "another one"], need_memory=False).retrieval
+    comp.normalize_retrieval = True
+    unit = comp(["a passage to read", "another one"], need_memory=False).retrieval
+    torch.testing.assert_close(unit.norm(dim=-1), torch.ones(2, 3))
+    torch.testing.assert_close(unit, torch.nn.functional.normalize(raw, dim=-1))
+    scores = similarity(unit[:1], unit, "maxsim")  # (1, 2): a sum of 3 cosines, at most 3
+    assert float(scores.max()) <= 3 + 1e-5 and float(scores[0, 0]) == pytest.approx(3.0, abs=1e-5)
+    comp.build_projector(8)
+    assert torch.allclose(
+        comp(["a passage to read"]).retrieval.norm(dim=-1), torch.ones(1, 3)
+    )  # the memory path too
+    comp2 = Compressor(
+        "tiny-bert",
+        num_memory_tokens=3,
+        max_length=48,
+        memory_readout="pool",
+        retrieval="pool",
+        normalize_retrieval=True,
+    )
+    loaded = Compressor.from_pretrained(comp2.save_pretrained(tmp_path / "c"))
+    assert loaded.normalize_retrieval
