@@ -283,14 +283,16 @@ class JointRAGModule(pl.LightningModule):
         if bad:  # not an index problem: say what it is before encoding garbage
             self._diverged(f"the weights {few(bad)} are non-finite, so the index cannot be built")
         key = self._index_cache_key()
-        vectors = index_cache.load_vectors(self.index_cache, key, len(self.system.corpus)) if key else None
-        if vectors is not None:
-            rank_zero_info(
-                f"[index_cache] corpus vectors read from {index_cache.cache_file(self.index_cache, key)}"
-            )
+        vectors = None
+        if key:  # the encoder's own (N, R, D) vectors, whatever an index keeps of them
+            vectors = index_cache.load_vectors(self.index_cache, key, len(self.system.corpus))
+            if vectors is None:
+                _, vectors = self.system.encode_corpus(show_progress=show_progress, need_memory=False)
+                index_cache.save_vectors(self.index_cache, key, vectors)
+            else:
+                path = index_cache.cache_file(self.index_cache, key)
+                rank_zero_info(f"[index_cache] corpus vectors read from {path}")
         self.system.build_index(step=step, show_progress=show_progress, vectors=vectors)
-        if key and vectors is None:
-            index_cache.save_vectors(self.index_cache, key, self.system.index.vectors)
 
     def _index_cache_key(self) -> str | None:
         """The ``index_cache`` key of the corpus vectors, or None when the cache is off or the
