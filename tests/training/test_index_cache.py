@@ -62,6 +62,9 @@ def test_key_follows_weights_corpus_and_settings(tiny_module, tmp_path):
     assert other._index_cache_key() != key, "another corpus must change the key"
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert _cached(tiny_module, tmp_path)[0]._index_cache_key() != key, "precision is part of the key"
+    unit, _ = _cached(tiny_module, tmp_path)
+    unit.system.compressor.normalize_retrieval = True
+    assert unit._index_cache_key() != key, "unit vectors are other vectors"
     threads = torch.get_num_threads()
     try:  # CPU kernels round by thread count: another count is another key
         torch.set_num_threads(threads + 1)
