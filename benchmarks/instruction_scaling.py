@@ -142,7 +142,7 @@ def plot(table: dict[str, dict], path: Path) -> None:
                 (n, table[row][metric]) for row in table if (rk := row_kind(row)) and rk[0] == kind
                 for n in [rk[1]] if metric in table[row]
             )  # fmt: skip
-            if kind == "rl" and "n0" in table and metric in table["n0"]:
+            if kind == "rl" and pts and "n0" in table and metric in table["n0"]:
                 pts = [(0, table["n0"][metric]), *pts]  # N = 0 has no instruction reward to differ by
             if not pts:
                 continue
