@@ -301,8 +301,7 @@ class JointRAGModule(pl.LightningModule):
         system = self.system
         if (
             self.index_cache is None
-            or not self.passage_encoder_frozen
-            or system.compressor.retrieval_mode not in ("mean_pool", "last_token")
+            or not self._passage_vectors_fixed()
             or system.corpus is None
             or system.index_needs_memory()
             or (system.shard_index and world()[1] > 1)
@@ -402,15 +401,20 @@ class JointRAGModule(pl.LightningModule):
         index = self.system.index
         return index.vectors[self.system.rows_of(ids).to(index.vectors.device)].to(self.device)
 
+    def _passage_vectors_fixed(self) -> bool:
+        """A passage's retrieval vector cannot change in training: the passage encoder is
+        frozen and the vector is the plain backbone's (``mean_pool`` or ``last_token``)."""
+        plain = self.system.compressor.retrieval_mode in ("mean_pool", "last_token")
+        return self.passage_encoder_frozen and plain
+
     def _index_vectors_fixed(self) -> bool:
         """The index's vectors are what encoding the corpus now would give (see
         ``_index_passage_vectors``)."""
         system, index = self.system, self.system.index
-        plain = system.compressor.retrieval_mode in ("mean_pool", "last_token")
         whole = (
             isinstance(index, PassageIndex) and system.corpus is not None and len(index) == len(system.corpus)
         )
-        return self.passage_encoder_frozen and plain and whole
+        return self._passage_vectors_fixed() and whole
 
     def index_is_current(self) -> bool:
         """Rebuilding the index would change nothing: its vectors are fixed and it keeps no

@@ -182,6 +182,18 @@ def test_pool_readout_trains_its_queries_at_the_new_parts_rate_and_reloads(tmp_p
         Compressor("tiny-bert", memory_readout="cls")
 
 
+def _parted_slots(m: int) -> Compressor:
+    """M pooled slots retrieving unprojected, their queries started large (slots apart), eval mode."""
+    return Compressor(
+        "tiny-bert",
+        num_memory_tokens=m,
+        max_length=48,
+        memory_readout="pool",
+        retrieval="pool",
+        pool_init_std=3.0,
+    ).eval()
+
+
 def test_pool_retrieval_is_the_unprojected_slots_and_trains_both_sides(tiny_module, tmp_path):
     torch.manual_seed(0)
     one = Compressor("tiny-bert", num_memory_tokens=1, max_length=48, memory_readout="pool", retrieval="pool")
@@ -194,14 +206,7 @@ def test_pool_retrieval_is_the_unprojected_slots_and_trains_both_sides(tiny_modu
     assert got.shape == (2, 1, one.hidden)
     torch.testing.assert_close(got, plain(texts, need_memory=False).retrieval, atol=5e-3, rtol=1e-2)
     torch.manual_seed(0)
-    four = Compressor(
-        "tiny-bert",
-        num_memory_tokens=4,
-        max_length=48,
-        memory_readout="pool",
-        retrieval="pool",
-        pool_init_std=3.0,
-    ).eval()
+    four = _parted_slots(4)
     four.build_projector(8)
     out = four(texts)
     assert out.retrieval.shape == (2, 4, four.hidden) and out.memory.shape == (2, 4, 8)
@@ -234,14 +239,7 @@ def test_normalize_retrieval_gives_unit_vectors_so_maxsim_sums_cosines(tmp_path)
     from joint_rag.kernels import similarity
 
     torch.manual_seed(0)
-    comp = Compressor(
-        "tiny-bert",
-        num_memory_tokens=3,
-        max_length=48,
-        memory_readout="pool",
-        retrieval="pool",
-        pool_init_std=3.0,
-    ).eval()
+    comp = _parted_slots(3)
     raw = comp(["a passage to read", "another one"], need_memory=False).retrieval
     comp.normalize_retrieval = True
     unit = comp(["a passage to read", "another one"], need_memory=False).retrieval
