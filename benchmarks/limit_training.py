@@ -7,7 +7,10 @@ Per row and seed: ``jrag fit -c experiments/quickstart.yaml -c experiments/ablat
 with the row's flags, ``jrag export`` of its last checkpoint, ``jrag evaluate`` of the export on
 ``../shared/data/limit-small`` (recall@2/10/20). Resumable: a (row, seed) whose ``limit.json``
 exists is read, not rerun. Writes ``benchmarks/results/limit_training_cpu.json`` with every
-run, per-row means, the index size per passage and the search time of the evaluation.
+run, per-row means, the index size per passage and the search time of the evaluation; each run
+folder also keeps its per-query LIMIT-small values (``limit_per_query.jsonl``), so ``--paired
+BASE`` adds every row's paired difference from BASE (the seeds both ran, the same 1,000 queries:
+a two-level seeds x queries bootstrap 95% interval, ``joint_rag.report.paired_bootstrap``).
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ ROWS = {
     },
 }
 METRICS = ("recall@2", "recall@10", "recall@20")
+PER_QUERY = "limit_per_query.jsonl"
 TRAIN_YAML = REPO / "experiments" / "ablations" / "base" / "limit_train.yaml"
 
 
@@ -128,11 +132,14 @@ def run(row: str, seed: int, root: Path, extra: list[str], report_only: bool = F
         jrag("export", "--ckpt", str(ckpt), "--out", str(folder / "export"), "--overwrite")
         fit_s = time.perf_counter() - t0
         jrag("evaluate", "--model", str(folder / "export"), "--beir", str(LIMIT), "--recall-at", "2", "10", "20",
-             "--out", str(result))  # fmt: skip
+             "--out", str(result), "--per-query", str(folder / PER_QUERY))  # fmt: skip
         data = json.loads(result.read_text())
         data["fit_and_export_seconds"] = round(fit_s, 1)
         write_json(result, data)
     data = json.loads(result.read_text())
+    if not (folder / PER_QUERY).is_file():  # runs evaluated before per-query values were kept
+        jrag("evaluate", "--model", str(folder / "export"), "--beir", str(LIMIT), "--recall-at", "2", "10", "20",
+             "--per-query", str(folder / PER_QUERY))  # fmt: skip
     generated = {}
     for split in ("val", "train"):  # in distribution: held-out and training queries of the generated data
         path = folder / f"generated_{split}.json"
@@ -257,6 +264,57 @@ def pool_diagnostics(comp, texts: list[str]) -> dict:
     }
 
 
+def per_query(root: Path, row: str, seed: int) -> dict[str, dict[str, float]]:
+    """query id -> LIMIT-small metrics of one run (its ``limit_per_query.jsonl``)."""
+    lines = (root / row / f"seed{seed}" / PER_QUERY).read_text(encoding="utf-8").splitlines()
+    return {r["query_id"]: r for r in map(json.loads, lines)}
+
+
+def paired(root: Path, runs: list[dict], base: str) -> dict:
+    """row -> metric -> paired difference from ``base`` over the seeds both ran and the shared
+    queries: mean, 95% interval (two-level bootstrap), beyond noise (interval excludes 0)."""
+    from joint_rag.report import paired_bootstrap, paired_differences
+
+    by_row: dict[str, dict[int, dict]] = {}
+    for r in runs:
+        by_row.setdefault(r["row"], {})[r["seed"]] = per_query(root, r["row"], r["seed"])
+    if base not in by_row:
+        raise SystemExit(f"--paired {base}: no finished run of that row under {root}")
+    out: dict[str, dict] = {}
+    for row, seeds in by_row.items():
+        if row == base:
+            continue
+        out[row] = {}
+        for m in METRICS:
+            diff, used, ids = paired_differences(seeds, by_row[base], m)
+            if not diff.size:
+                continue
+            delta, low, high = paired_bootstrap(diff)
+            out[row][m] = {
+                "delta": round(delta, 4),
+                "ci95": [round(low, 4), round(high, 4)],
+                "beyond_noise": low > 0 or high < 0,
+                "seeds": used,
+                "queries": len(ids),
+            }
+    return out
+
+
+def paired_table(diffs: dict, base: str) -> str:
+    """Markdown: each row's paired difference from ``base`` in recall@2/10/20."""
+    lines = [f"| row − {base} | seeds | " + " | ".join(METRICS) + " |", "|---|---:|" + "---|" * len(METRICS)]
+    for row, ms in diffs.items():
+        if not ms:
+            continue
+        seeds = len(next(iter(ms.values()))["seeds"])
+        cells = [
+            f"{d['delta']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]{'*' if d['beyond_noise'] else ''}"
+            for d in (ms[m] for m in METRICS)
+        ]
+        lines.append(f"| {row} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def table(runs: list[dict]) -> str:
     """Markdown: per row, LIMIT-small recall@2/10/20 (mean over seeds, each seed's recall@2),
     recall@2 on the generated held-out and training queries, and the fit + export time."""
@@ -313,6 +371,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--plot", type=Path, help="only plot the runs of --out to this PNG")
     parser.add_argument("--report-only", action="store_true", help="collect finished runs, train nothing")
+    parser.add_argument("--paired", metavar="BASE", help="add each row's paired difference from this row")
     parser.add_argument(
         "--cost", type=Path, help="only time each row's search at N = 1e5 and write JSON here"
     )
@@ -365,6 +424,12 @@ def main() -> None:
                 },
             )
             print(f"{row} seed {seed}: " + ", ".join(f"{m} {runs[-1][m]:.3f}" for m in METRICS), flush=True)
+    if args.paired and runs:
+        result = json.loads(args.out.read_text())
+        result["paired"] = {"base": args.paired, "rows": paired(args.root, runs, args.paired)}
+        write_json(args.out, result)
+        print(table(runs))
+        print(paired_table(result["paired"]["rows"], args.paired))
 
 
 if __name__ == "__main__":
