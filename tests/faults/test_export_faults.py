@@ -276,8 +276,11 @@ def test_cli_answer_on_a_mixed_export_is_one_line(exports, folder, capsys):
 # ----------------------------------------------------------------------------- killed exports
 #: `jrag export` in a subprocess that stops for good once the corpus is written: the temporary
 #: folder then holds the models and the index, and the process waits to be signalled
+# SIGINT back to Python's KeyboardInterrupt: a suite started in the background by a
+# non-interactive shell inherits SIGINT ignored, and the export would never see the Ctrl-C
 _PAUSED_EXPORT = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import joint_rag.artifact as artifact
 write = artifact.write_corpus
 def paused(corpus, path):
