@@ -352,7 +352,7 @@ def plot(runs: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = list(dict.fromkeys(r["row"] for r in runs))
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.2 * len(rows)), 3.6))
     width = 0.26
     for j, m in enumerate(METRICS):
         for i, row in enumerate(rows):
@@ -360,7 +360,7 @@ def plot(runs: list[dict], path: Path) -> None:
             x = i + (j - 1) * width
             ax.bar(x, statistics.fmean(vals), width, color=f"C{j}", alpha=0.6, label=m if i == 0 else None)
             ax.plot([x] * len(vals), vals, "k.", ms=4)
-    ax.set_xticks(range(len(rows)), rows)
+    ax.set_xticks(range(len(rows)), rows, rotation=15, fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("LIMIT-small recall")
     ax.legend(loc="upper left", fontsize=8)
