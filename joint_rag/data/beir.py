@@ -7,12 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from joint_rag.data.file_sources import SplitSource, dedupe, limited
-from joint_rag.data.reading import (
-    get_field,
-    iter_jsonl,
-    read_lines,
-    require_file,
-)
+from joint_rag.data.reading import get_field, iter_jsonl, read_lines, require_file
 from joint_rag.data.splits import limit
 from joint_rag.data.types import Corpus, DataError, Example, Passage, RAGData
 

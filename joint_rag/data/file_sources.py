@@ -7,10 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from joint_rag.data.reading import (
-    read_lines,
-    require_file,
-)
+from joint_rag.data.reading import read_lines, require_file
 from joint_rag.data.splits import IdList, limit, split_by_group, split_by_ids, split_by_order
 from joint_rag.data.types import Corpus, DataSource, Example, RAGData
 

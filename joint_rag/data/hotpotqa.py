@@ -6,13 +6,7 @@ import json
 from pathlib import Path
 
 from joint_rag.data.file_sources import FileSource, dedupe
-from joint_rag.data.reading import (
-    get_field,
-    iter_jsonl,
-    json_problem,
-    read_text,
-    require_file,
-)
+from joint_rag.data.reading import get_field, iter_jsonl, json_problem, read_text, require_file
 from joint_rag.data.types import Corpus, DataError, Example, Passage, check_examples
 
 

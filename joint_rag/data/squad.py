@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 from joint_rag.data.file_sources import FileSource, dedupe
-from joint_rag.data.reading import (
-    get_field,
-    read_json,
-    require_file,
-)
+from joint_rag.data.reading import get_field, read_json, require_file
 from joint_rag.data.types import Corpus, Example, Passage
 
 
