@@ -273,9 +273,11 @@ def pool_diagnostics(comp, texts: list[str]) -> dict:
 
 
 def per_query(root: Path, row: str, seed: int) -> dict[str, dict[str, float]]:
-    """query id -> LIMIT-small metrics of one run (its ``limit_per_query.jsonl``)."""
-    lines = (root / row / f"seed{seed}" / PER_QUERY).read_text(encoding="utf-8").splitlines()
-    return {r["query_id"]: r for r in map(json.loads, lines)}
+    """query id -> LIMIT-small metrics of one run (its ``limit_per_query.jsonl``; a damaged file
+    raises ``DataError`` naming the file and line)."""
+    from joint_rag.data.reading import iter_jsonl
+
+    return {r["query_id"]: r for _, r in iter_jsonl(root / row / f"seed{seed}" / PER_QUERY)}
 
 
 def paired(root: Path, runs: list[dict], base: str) -> dict:
