@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import re
 import statistics
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -66,16 +67,18 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and np.isfinite(value)
 
 
-def comparisons(row: str) -> dict[str, str]:
-    """What a row is compared with (paired, same seeds and pairs): ``vs_n0`` its model's N = 0
-    row (ordinary questions only); ``vs_similarity`` for a Reinforce or LSR row, the similarity
-    row of the same N (which signal teaches more from the same examples)."""
+def comparisons(row: str, rows: Collection[str] = ()) -> dict[str, str]:
+    """What a row is compared with (paired, same seeds and pairs): ``vs_n0`` its model's and
+    signal's N = 0 row (ordinary questions only; for Reinforce ``rl_n0`` when ``rows`` has it,
+    else ``n0``: a grid without it trains Reinforce only where instruction examples exist);
+    ``vs_similarity`` for a Reinforce or LSR row, the similarity row of the same N (which signal
+    teaches more from the same examples)."""
     rk = row_kind(row)
     if rk is None:
         return {"vs_n0": BASELINE}
     kind, n = rk
     out = {}
-    zero = BASELINE if kind in ("similarity", "rl") else f"{kind}_n0"
+    zero = BASELINE if kind == "similarity" or (kind == "rl" and "rl_n0" not in rows) else f"{kind}_n0"
     if row != zero:
         out["vs_n0"] = zero
     if kind in ("rl", "lsr"):
@@ -106,7 +109,7 @@ def summarise(runs: dict[str, dict[int, dict]]) -> dict[str, dict]:
                 _, low, high = paired_bootstrap(values)
                 item["interval"] = [low, high]
                 item["items"] = values.shape[1]
-            for key, other in comparisons(row).items():
+            for key, other in comparisons(row, runs).items():
                 if other not in runs:
                     continue
                 base = {s: r["questions"] for s, r in runs[other].items()}
@@ -133,6 +136,7 @@ def plot(table: dict[str, dict], path: Path) -> None:
         ("ndcg@10", "nDCG@10, ordinary questions"),
     )
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    ns = sorted({rk[1] for row in table if (rk := row_kind(row))})
     lines = {"similarity": ("C0", "MiniLM, similarity"), "rl": ("C1", "MiniLM, Reinforce (nDCG)"),
              "tiny": ("C2", "tiny random encoder, similarity"), "smollm2": ("C3", "SmolLM2, similarity"),
              "lsr": ("C4", "MiniLM, LSR (SmolLM2 reader, no labels)")}  # fmt: skip
@@ -142,8 +146,8 @@ def plot(table: dict[str, dict], path: Path) -> None:
                 (n, table[row][metric]) for row in table if (rk := row_kind(row)) and rk[0] == kind
                 for n in [rk[1]] if metric in table[row]
             )  # fmt: skip
-            if kind == "rl" and pts and "n0" in table and metric in table["n0"]:
-                pts = [(0, table["n0"][metric]), *pts]  # N = 0 has no instruction reward to differ by
+            if kind == "rl" and pts and pts[0][0] > 0 and "n0" in table and metric in table["n0"]:
+                pts = [(0, table["n0"][metric]), *pts]  # no rl_n0 row: Reinforce starts from n0
             if not pts:
                 continue
             xs = [max(n, 4) for n, _ in pts]  # N = 0 drawn at 4 on the log axis
@@ -156,7 +160,7 @@ def plot(table: dict[str, dict], path: Path) -> None:
                 table["frozen"][metric]["mean"], color="gray", ls="--", lw=1, label="off-the-shelf MiniLM"
             )
         ax.set_xscale("log", base=2)
-        ax.set_xticks([4, 16, 64, 256, 1024, 2048], ["0", "16", "64", "256", "1024", "2048"])
+        ax.set_xticks([max(n, 4) for n in ns], [str(n) for n in ns], fontsize=7)
         ax.set_xlabel("distinct instruction examples N (fixed exposure)")
         ax.set_title(title, fontsize=9)
     axes[0].legend(fontsize=7, loc="best")

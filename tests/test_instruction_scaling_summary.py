@@ -45,6 +45,9 @@ def test_summary_means_intervals_and_paired_differences(tmp_path):
     assert mod.row_kind("lsr_n256") == ("lsr", 256)
     assert mod.comparisons("lsr_n256") == {"vs_n0": "lsr_n0", "vs_similarity": "n256"}
     assert mod.comparisons("lsr_n0") == {"vs_similarity": "n0"}
+    with_rl0 = ("n0", "n16", "rl_n0", "rl_n16")  # a grid that trains Reinforce on ordinary questions too
+    assert mod.comparisons("rl_n16", with_rl0) == {"vs_n0": "rl_n0", "vs_similarity": "n16"}
+    assert mod.comparisons("rl_n0", with_rl0) == {"vs_similarity": "n0"}
     for seed in (0, 1):
         _run(tmp_path, "n0", seed, [0.0, 0.1, -0.1, 0.2], [1.0, 0.5])
         _run(tmp_path, "n16", seed, [0.3, 0.5, 0.2, 0.6], [1.0, 0.5])  # +0.35 on every seed
