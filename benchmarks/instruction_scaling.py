@@ -3,6 +3,7 @@ signals, models) from the finished runs of ``jrag ablate -c experiments/ablation
 
     python benchmarks/instruction_scaling.py [--grid experiments/ablations/instruction_scaling.yaml]
         [--out benchmarks/results/instruction_scaling_cpu.json] [--plot docs/results/instruction_scaling.png]
+        [--pair ROW OTHER ...]
 
 Per row: the mean over seeds of p-MRR on seen and on unseen instruction families, of nDCG@10 on
 ordinary held-out questions and under the original / changed instruction, each with the
@@ -86,6 +87,19 @@ def comparisons(row: str, rows: Collection[str] = ()) -> dict[str, str]:
     return out
 
 
+def paired(runs: dict[str, dict[int, dict]], row: str, other: str, metric: str) -> dict | None:
+    """``row`` − ``other`` on ``metric``, paired over their common seeds and items (None when they
+    share none)."""
+    questions = {s: r["questions"] for s, r in runs[row].items()}
+    base = {s: r["questions"] for s, r in runs[other].items()}
+    diff, used, items = paired_differences(questions, base, metric)
+    if not diff.size:
+        return None
+    delta, low, high = paired_bootstrap(diff)
+    return {"row": other, "delta": delta, "interval": [low, high], "seeds": len(used), "items": len(items),
+            "beyond_noise": bool(low > 0 or high < 0)}  # fmt: skip
+
+
 def summarise(runs: dict[str, dict[int, dict]]) -> dict[str, dict]:
     table = {}
     for row, seeds in runs.items():
@@ -110,14 +124,8 @@ def summarise(runs: dict[str, dict[int, dict]]) -> dict[str, dict]:
                 item["interval"] = [low, high]
                 item["items"] = values.shape[1]
             for key, other in comparisons(row, runs).items():
-                if other not in runs:
-                    continue
-                base = {s: r["questions"] for s, r in runs[other].items()}
-                diff, used, paired = paired_differences(questions, base, m)
-                if diff.size:
-                    delta, low, high = paired_bootstrap(diff)
-                    item[key] = {"row": other, "delta": delta, "interval": [low, high], "seeds": len(used),
-                                 "items": len(paired), "beyond_noise": bool(low > 0 or high < 0)}  # fmt: skip
+                if other in runs and (d := paired(runs, row, other, m)) is not None:
+                    item[key] = d
             entry[m] = item
         table[row] = entry
     return table
@@ -221,12 +229,21 @@ def main() -> None:
     parser.add_argument("--grid", type=Path, default=GRID)
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--plot", type=Path)
+    parser.add_argument(
+        "--pair", nargs=2, action="append", default=[], metavar=("ROW", "OTHER"),
+        help="also report ROW - OTHER, paired (repeatable), e.g. --pair n4096 n1024",
+    )  # fmt: skip
     args = parser.parse_args()
     runs = load(args.grid)
     if not runs:
         raise SystemExit(f"{args.grid}: no finished runs (runs/ROW/seedS/metrics.json or run records)")
     summary = summarise(runs)
     table = {row: summary[row] for row in sorted(runs, key=order)}
+    pairs = {}
+    for row, other in args.pair:
+        if missing := [r for r in (row, other) if r not in runs]:
+            raise SystemExit(f"--pair {row} {other}: no finished runs of {', '.join(missing)}")
+        pairs[f"{row} - {other}"] = {m: paired(runs, row, other, m) for m in METRICS}
     write_json(
         args.out,
         {
@@ -236,11 +253,17 @@ def main() -> None:
             "grid": str(args.grid.relative_to(REPO) if args.grid.is_relative_to(REPO) else args.grid),
             "baseline": BASELINE,
             "rows": table,
+            "pairs": pairs,
         },
     )
     if args.plot:
         plot(table, args.plot)
     print(markdown(table))
+    for name, by_metric in pairs.items():
+        cells = [f"{m} " + ("–" if d is None else f"{d['delta']:+.3f} [{d['interval'][0]:+.3f}, "
+                 f"{d['interval'][1]:+.3f}]" + ("*" if d["beyond_noise"] else "") + f" ({d['seeds']} seeds)")
+                 for m, d in by_metric.items()]  # fmt: skip
+        print(f"{name}: " + "; ".join(cells))
 
 
 if __name__ == "__main__":

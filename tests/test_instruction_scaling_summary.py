@@ -51,7 +51,10 @@ def test_summary_means_intervals_and_paired_differences(tmp_path):
     for seed in (0, 1):
         _run(tmp_path, "n0", seed, [0.0, 0.1, -0.1, 0.2], [1.0, 0.5])
         _run(tmp_path, "n16", seed, [0.3, 0.5, 0.2, 0.6], [1.0, 0.5])  # +0.35 on every seed
-    table = mod.summarise(mod.load(tmp_path))
+    runs = mod.load(tmp_path)
+    table = mod.summarise(runs)
+    back = mod.paired(runs, "n0", "n16", "p_mrr_seen")  # --pair n0 n16: the other way round
+    assert back["delta"] == pytest.approx(-0.35) and back["beyond_noise"] and back["items"] == 4
     seen = table["n16"]["p_mrr_seen"]
     assert seen["mean"] == pytest.approx(0.4) and seen["items"] == 4
     assert seen["interval"][0] <= 0.4 <= seen["interval"][1]
