@@ -177,6 +177,13 @@ def plot(table: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
+def delta_text(d: dict) -> str:
+    """A paired difference as ``+0.012 [+0.003, +0.020]*`` (``*``: its interval excludes 0)."""
+    return f"{d['delta']:+.3f} [{d['interval'][0]:+.3f}, {d['interval'][1]:+.3f}]" + (
+        "*" if d["beyond_noise"] else ""
+    )
+
+
 def markdown(table: dict[str, dict]) -> str:
     def cell(item: dict | None, diff: bool = True) -> str:
         if item is None:
@@ -186,9 +193,7 @@ def markdown(table: dict[str, dict]) -> str:
             s += f" [{item['interval'][0]:.3f}, {item['interval'][1]:.3f}]"
         d = item.get("vs_n0")
         if diff and d:
-            s += f"; Δ {d['delta']:+.3f} [{d['interval'][0]:+.3f}, {d['interval'][1]:+.3f}]" + (
-                "*" if d["beyond_noise"] else ""
-            )
+            s += f"; Δ {delta_text(d)}"
         return s
 
     head = (
@@ -207,8 +212,7 @@ def markdown(table: dict[str, dict]) -> str:
         cells = []
         for m in ("p_mrr_seen", "p_mrr_unseen", "instruction_ndcg@10_new"):
             d = e.get(m, {}).get("vs_similarity")
-            cells.append("–" if d is None else f"{d['delta']:+.3f} [{d['interval'][0]:+.3f}, {d['interval'][1]:+.3f}]"
-                         + ("*" if d["beyond_noise"] else "") + f" ({d['seeds']} seeds)")  # fmt: skip
+            cells.append("–" if d is None else f"{delta_text(d)} ({d['seeds']} seeds)")
         signal += f"| {row} | {rk[1]} | " + " | ".join(cells) + " |\n"
     if signal:
         signal = (
@@ -260,9 +264,10 @@ def main() -> None:
         plot(table, args.plot)
     print(markdown(table))
     for name, by_metric in pairs.items():
-        cells = [f"{m} " + ("–" if d is None else f"{d['delta']:+.3f} [{d['interval'][0]:+.3f}, "
-                 f"{d['interval'][1]:+.3f}]" + ("*" if d["beyond_noise"] else "") + f" ({d['seeds']} seeds)")
-                 for m, d in by_metric.items()]  # fmt: skip
+        cells = [
+            f"{m} " + ("–" if d is None else f"{delta_text(d)} ({d['seeds']} seeds)")
+            for m, d in by_metric.items()
+        ]
         print(f"{name}: " + "; ".join(cells))
 
 
