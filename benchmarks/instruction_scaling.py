@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import io
 import json
 import re
 import statistics
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from joint_rag.ablation import finished, finished_questions, load_grid, read_questions
-from joint_rag.atomic import write_json
+from joint_rag.atomic import atomic_write, write_json
 from joint_rag.provenance import machine
 from joint_rag.report import paired_bootstrap, paired_differences
 
@@ -38,7 +39,7 @@ BASELINE = "n0"
 
 def row_kind(row: str) -> tuple[str, int] | None:
     """``n256`` -> ("similarity", 256), ``rl_n16`` -> ("rl", 16), ``tiny_n0`` -> ("tiny", 0),
-    ``lsr_n256`` -> ("lsr", 256)."""
+    ``lsr_n256`` -> ("lsr", 256), ``smollm2_n0`` -> ("smollm2", 0)."""
     m = re.fullmatch(r"(?:(rl|lsr|tiny|smollm2)_)?n(\d+)", row)
     return (m.group(1) or "similarity", int(m.group(2))) if m else None
 
@@ -173,8 +174,10 @@ def plot(table: dict[str, dict], path: Path) -> None:
         ax.set_title(title, fontsize=9)
     axes[0].legend(fontsize=7, loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    buf = io.BytesIO()  # rendered whole, then renamed into place: no half-written image
+    fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
+    atomic_write(path, buf.getvalue())
 
 
 def delta_text(d: dict) -> str:

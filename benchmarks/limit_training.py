@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import io
 import json
 import os
 import statistics
@@ -25,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from joint_rag.atomic import atomic_dir, write_json, write_jsonl
+from joint_rag.atomic import atomic_dir, atomic_write, write_json, write_jsonl
 from joint_rag.provenance import machine
 
 REPO = Path(__file__).resolve().parents[1]
@@ -368,8 +369,10 @@ def plot(runs: list[dict], path: Path) -> None:
     ax.legend(loc="upper left", fontsize=8)
     ax.set_title("trained on LIMIT-style data, evaluated on LIMIT-small (dots: seeds)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    buf = io.BytesIO()  # rendered whole, then renamed into place: no half-written image
+    fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
+    atomic_write(path, buf.getvalue())
 
 
 def main() -> None:
